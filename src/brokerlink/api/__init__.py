@@ -1,0 +1,1 @@
+"""Layer 5: REST routers under /v1."""

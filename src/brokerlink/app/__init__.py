@@ -1,0 +1,1 @@
+"""Layer 6: ``create_app()``: wiring, lifespan, middleware."""

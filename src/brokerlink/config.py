@@ -1,0 +1,75 @@
+"""Settings: the one place that reads the environment (prefix ``BROKERLINK_``).
+
+This module imports nothing else from brokerlink, so every layer may depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set as ``BROKERLINK_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BROKERLINK_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Field(default=Path("var"), description="All local state lives under this directory.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; default is a SQLite file under data_dir."
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL, used when bus_backend is 'redis'.")
+    bus_backend: Literal["memory", "redis"] = "memory"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    server: Literal["granian", "uvicorn"] = "granian"
+    secret_key: SecretStr | None = Field(
+        default=None, description="Signs CSRF tokens; generated and kept in data_dir when unset."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    session_cookie: str = "brokerlink_session"
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=60)
+    session_idle_seconds: int = Field(default=3600, ge=60)
+    cookie_secure: bool = True
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
+    db_echo: bool = False
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().absolute()
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in force: the configured one, or the SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'brokerlink.db'}"
+
+    @cached_property
+    def effective_secret_key(self) -> str:
+        """The secret key: configured, or read from (and on first use written to) ``data_dir/secret_key``."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+
+
+def get_settings() -> Settings:
+    """Settings from the environment, read now (no module-level caching, so tests can vary them)."""
+    return Settings()

@@ -1,0 +1,45 @@
+"""Identifiers: a short type prefix and a ULID (time-ordered, 128 bits, Crockford base32).
+
+``ord_01JD3X...`` tells a reader (and a support engineer reading a log) what kind of object an id
+names, and ids sort by creation time, which cursor pagination relies on.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
+_ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        value, rem = divmod(value, 32)
+        chars.append(_ALPHABET[rem])
+    return "".join(reversed(chars))
+
+
+def new_ulid(ms: int | None = None) -> str:
+    """A ULID: 48 bits of milliseconds since the epoch, then 80 random bits."""
+    if ms is None:
+        ms = time.time_ns() // 1_000_000
+    if not 0 <= ms < 2**48:
+        raise ValueError("timestamp out of ULID range")
+    return _encode((ms << 80) | secrets.randbits(80), 26)
+
+
+def new_id(prefix: str) -> str:
+    """A new prefixed id, e.g. ``new_id("ord")`` -> ``"ord_01JD3X4T2W6N9Q8R7S5V4B3C2A"``."""
+    if not _PREFIX_RE.match(prefix):
+        raise ValueError(f"id prefix must be 2-8 lowercase letters or digits: {prefix!r}")
+    return f"{prefix}_{new_ulid()}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether ``value`` has the shape of an id with this prefix."""
+    head, sep, tail = value.partition("_")
+    return sep == "_" and head == prefix and bool(_ULID_RE.match(tail))

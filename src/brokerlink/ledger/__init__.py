@@ -1,0 +1,1 @@
+"""Layer 4: the double-entry ledger (built in the ledger issue)."""
