@@ -17,10 +17,11 @@ _ZERO = Decimal(0)
 
 
 class DomainModel(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    # Subclasses repeat frozen/kw_only: msgspec inherits them at run time, but type checkers need them spelled out.
     """Base of the normalized models: immutable, keyword-only, strict about unknown fields."""
 
 
-class Instrument(DomainModel):
+class Instrument(DomainModel, frozen=True, kw_only=True):
     """A tradable instrument with the venue's rules for sizes and prices."""
 
     symbol: str
@@ -44,7 +45,7 @@ class Instrument(DomainModel):
         return abs(qty) * price * self.contract_size
 
 
-class Account(DomainModel):
+class Account(DomainModel, frozen=True, kw_only=True):
     """A trading account at a broker, linked by a user."""
 
     id: str
@@ -56,7 +57,7 @@ class Account(DomainModel):
     mode: AccountMode = AccountMode.NETTING
 
 
-class Balance(DomainModel):
+class Balance(DomainModel, frozen=True, kw_only=True):
     """Money in an account, as the broker reports it."""
 
     account_id: str
@@ -68,7 +69,7 @@ class Balance(DomainModel):
     ts: datetime
 
 
-class Order(DomainModel):
+class Order(DomainModel, frozen=True, kw_only=True):
     """An order and where it stands. Status changes go through ``brokerlink.domain.orders``."""
 
     id: str
@@ -96,7 +97,7 @@ class Order(DomainModel):
         return _ZERO if self.status.is_terminal else self.qty - self.filled_qty
 
 
-class Fill(DomainModel):
+class Fill(DomainModel, frozen=True, kw_only=True):
     """One execution. ``trade_id`` is unique per venue and is the deduplication key."""
 
     trade_id: str
@@ -112,7 +113,7 @@ class Fill(DomainModel):
     ts: datetime
 
 
-class Position(DomainModel):
+class Position(DomainModel, frozen=True, kw_only=True):
     """A net position: signed quantity (long > 0), average entry price and P&L."""
 
     account_id: str
@@ -128,7 +129,7 @@ class Position(DomainModel):
         return self.qty == 0
 
 
-class Quote(DomainModel):
+class Quote(DomainModel, frozen=True, kw_only=True):
     """Top of book."""
 
     symbol: str
@@ -144,7 +145,7 @@ class Quote(DomainModel):
         return (self.bid + self.ask) / 2
 
 
-class Trade(DomainModel):
+class Trade(DomainModel, frozen=True, kw_only=True):
     """A public trade print."""
 
     symbol: str
