@@ -15,7 +15,7 @@ PROBLEM_TYPE_PREFIX = "urn:brokerlink:problem:"
 class BrokerlinkError(Exception):
     """Base of every error brokerlink raises on purpose."""
 
-    status: ClassVar[int] = 500
+    status: int = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal server error"
 
@@ -138,6 +138,17 @@ class RateLimited(BrokerlinkError):
         headers["Retry-After"] = str(retry_after)
         super().__init__(detail, headers=headers, **kwargs)
         self.retry_after = retry_after
+
+
+class ClientError(BrokerlinkError):
+    """Any other 4xx the HTTP layer raises (406, 408, ...), with the status it came with."""
+
+    code = "client_error"
+    title = "Client error"
+
+    def __init__(self, status: int, detail: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.status = status
 
 
 class Unavailable(BrokerlinkError):
