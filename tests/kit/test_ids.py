@@ -41,9 +41,6 @@ def test_new_id_refuses_bad_prefixes(prefix: str) -> None:
         new_id(prefix)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="kit bug: the prefix regex ends in `$`, which also matches before a final newline"
-)
 def test_new_id_refuses_prefix_with_trailing_newline() -> None:
     with pytest.raises(ValueError, match="prefix"):
         new_id("ord\n")
@@ -88,4 +85,17 @@ def test_ulid_defaults_to_now() -> None:
     ],
 )
 def test_is_id_refuses_malformed_ids(value: str) -> None:
+    assert not is_id(value, "ord")
+
+
+def test_ids_from_one_process_strictly_increase_even_within_a_millisecond() -> None:
+    ids = [new_ulid() for _ in range(5000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize(
+    "value", ["ord_01ARZ3NDEKTSV4RRFFQ69G5FAV\n", "ord_81ARZ3NDEKTSV4RRFFQ69G5FAV", "ord_01arz3ndektsv4rrffq69g5fav"]
+)
+def test_is_id_refuses_near_misses(value: str) -> None:
     assert not is_id(value, "ord")

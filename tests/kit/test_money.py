@@ -116,11 +116,6 @@ def test_round_down_to_step_properties(qty: Decimal, step: Decimal) -> None:
     assert exponent(result) == min(exponent(step), 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="kit bug: qty / step is computed in the 28-digit default context, which rounds a 29-digit quotient up",
-)
 def test_round_down_to_step_never_rounds_up_beyond_28_digits() -> None:
     qty = Decimal("12345678901234567890123456.999")
     assert round_down_to_step(qty, Decimal(1)) == Decimal(12345678901234567890123456)
@@ -224,3 +219,15 @@ def test_money_accepts_currency_codes(currency: str) -> None:
 def test_money_refuses_non_finite_amounts(amount: str) -> None:
     with pytest.raises(MoneyError, match="finite"):
         Money(Decimal(amount), "USD")
+
+
+def test_money_refuses_a_float_amount() -> None:
+    with pytest.raises(MoneyError, match="float"):
+        Money(1.5, "USD")  # type: ignore[arg-type]
+
+
+def test_rounding_an_out_of_range_value_is_a_money_error_not_a_decimal_trap() -> None:
+    with pytest.raises(MoneyError, match="out of range"):
+        round_down_to_step(Decimal("1E+200"), Decimal("1E-200"))
+    with pytest.raises(MoneyError, match="out of range"):
+        is_multiple_of(Decimal("1E+200"), Decimal("1E-200"))

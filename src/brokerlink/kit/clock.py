@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
+@runtime_checkable
 class Clock(Protocol):
     """What the rest of the code may ask of time."""
 
@@ -54,7 +55,7 @@ class ManualClock:
         if delta < timedelta(0):
             raise ValueError("time does not run backwards")
         self._now += delta
-        self._mono += int(delta / timedelta(microseconds=1)) * 1000
+        self._mono += (delta // timedelta(microseconds=1)) * 1000
 
     def set(self, when: datetime) -> None:
         """Jump the wall clock (e.g. to a market open). Refuses to go back."""

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
-_ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+_PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,7}")
+# 26 characters carry 130 bits; a ULID has 128, so the first character is at most 7.
+_ULID_RE = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_RANDOM_BITS = 80
+
+_lock = threading.Lock()
+_last_ms = -1
+_last_random = 0
 
 
 def _encode(value: int, length: int) -> str:
@@ -24,17 +31,31 @@ def _encode(value: int, length: int) -> str:
 
 
 def new_ulid(ms: int | None = None) -> str:
-    """A ULID: 48 bits of milliseconds since the epoch, then 80 random bits."""
-    if ms is None:
-        ms = time.time_ns() // 1_000_000
-    if not 0 <= ms < 2**48:
-        raise ValueError("timestamp out of ULID range")
-    return _encode((ms << 80) | secrets.randbits(80), 26)
+    """A ULID: 48 bits of milliseconds since the epoch, then 80 random bits.
+
+    Without an explicit ``ms``, ULIDs from this process are strictly increasing: within one
+    millisecond (or if the wall clock steps back) the random part of the previous one is
+    incremented, the ULID spec's monotonic mode. Cursor pagination orders by id and relies on it.
+    """
+    global _last_ms, _last_random  # noqa: PLW0603 - process-wide monotonic state, guarded by _lock
+    if ms is not None:
+        if not 0 <= ms < 2**48:
+            raise ValueError("timestamp out of ULID range")
+        return _encode((ms << _RANDOM_BITS) | secrets.randbits(_RANDOM_BITS), 26)
+    with _lock:
+        now = time.time_ns() // 1_000_000
+        if now > _last_ms:
+            _last_ms, _last_random = now, secrets.randbits(_RANDOM_BITS)
+        else:
+            _last_random += 1
+            if _last_random >= 2**_RANDOM_BITS:  # 2**80 ids in one millisecond: borrow the next one
+                _last_ms, _last_random = _last_ms + 1, secrets.randbits(_RANDOM_BITS - 1)
+        return _encode((_last_ms << _RANDOM_BITS) | _last_random, 26)
 
 
 def new_id(prefix: str) -> str:
     """A new prefixed id, e.g. ``new_id("ord")`` -> ``"ord_01JD3X4T2W6N9Q8R7S5V4B3C2A"``."""
-    if not _PREFIX_RE.match(prefix):
+    if not _PREFIX_RE.fullmatch(prefix):
         raise ValueError(f"id prefix must be 2-8 lowercase letters or digits: {prefix!r}")
     return f"{prefix}_{new_ulid()}"
 
@@ -42,4 +63,4 @@ def new_id(prefix: str) -> str:
 def is_id(value: str, prefix: str) -> bool:
     """Whether ``value`` has the shape of an id with this prefix."""
     head, sep, tail = value.partition("_")
-    return sep == "_" and head == prefix and bool(_ULID_RE.match(tail))
+    return sep == "_" and head == prefix and bool(_ULID_RE.fullmatch(tail))

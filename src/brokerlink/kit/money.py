@@ -6,12 +6,28 @@ Binary floats never enter: :func:`to_decimal` refuses them, because ``0.1`` as a
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import (
+    ROUND_CEILING,
+    ROUND_DOWN,
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
 from typing import Literal
 
 import msgspec
 
 TickRounding = Literal["nearest", "down", "up"]
+
+# Rounding to a step divides by the step. In the default 28-digit context a long quotient is
+# itself rounded before we round it to a whole number of steps, which can round *up* a quantity
+# we promised to round down. This context is wide enough for any amount a venue reports and
+# raises instead of rounding, so an impossible value fails loudly.
+_EXACT = Context(prec=120, traps=[InvalidOperation, DivisionByZero, Overflow])
 
 
 class MoneyError(ValueError):
@@ -38,6 +54,20 @@ def _check_step(step: Decimal) -> None:
         raise MoneyError(f"step must be a positive finite decimal, got {step!r}")
 
 
+def _whole_steps(value: Decimal, step: Decimal, rounding: str) -> Decimal:
+    """``value / step`` rounded to an integer with ``rounding``, computed without intermediate rounding."""
+    try:
+        # The remainder decides the rounding, so the quotient's integer part must be exact.
+        whole, remainder = _EXACT.divmod(value, step)
+        if remainder == 0:
+            return whole
+        # Not a whole number of steps: round the exact fraction remainder/step (|fraction| < 1).
+        fraction = _EXACT.divide(remainder, step)
+        return _EXACT.add(whole, fraction).to_integral_value(rounding=rounding, context=_EXACT)
+    except (InvalidOperation, Overflow) as exc:
+        raise MoneyError(f"{value} cannot be rounded to a step of {step}: out of range") from exc
+
+
 def _at_step_exponent(value: Decimal, step: Decimal) -> Decimal:
     """Show a rounded value with the step's decimals (``1.20`` for step ``0.01``; ``120`` for step ``10``)."""
     exponent = step.as_tuple().exponent
@@ -53,16 +83,14 @@ def round_down_to_step(qty: Decimal, step: Decimal) -> Decimal:
     step's exponent (``round_down_to_step(Decimal("1.239"), Decimal("0.01")) == Decimal("1.23")``).
     """
     _check_step(step)
-    steps = (qty / step).to_integral_value(rounding=ROUND_DOWN)
-    return _at_step_exponent(steps * step, step)
+    return _at_step_exponent(_whole_steps(qty, step, ROUND_DOWN) * step, step)
 
 
 def round_to_tick(price: Decimal, tick: Decimal, mode: TickRounding = "nearest") -> Decimal:
     """Round a price to the instrument's tick size: nearest (half-even), down (floor) or up (ceiling)."""
     _check_step(tick)
     rounding = {"nearest": ROUND_HALF_EVEN, "down": ROUND_FLOOR, "up": ROUND_CEILING}[mode]
-    ticks = (price / tick).to_integral_value(rounding=rounding)
-    return _at_step_exponent(ticks * tick, tick)
+    return _at_step_exponent(_whole_steps(price, tick, rounding) * tick, tick)
 
 
 def round_limit_price(price: Decimal, tick: Decimal, side: Literal["buy", "sell"]) -> Decimal:
@@ -76,7 +104,10 @@ def round_limit_price(price: Decimal, tick: Decimal, side: Literal["buy", "sell"
 def is_multiple_of(value: Decimal, step: Decimal) -> bool:
     """Whether ``value`` is a whole number of ``step``s."""
     _check_step(step)
-    return value % step == 0
+    try:
+        return _EXACT.remainder(value, step) == 0
+    except InvalidOperation as exc:
+        raise MoneyError(f"{value} is out of range for a step of {step}") from exc
 
 
 class Money(msgspec.Struct, frozen=True):
@@ -86,6 +117,8 @@ class Money(msgspec.Struct, frozen=True):
     currency: str
 
     def __post_init__(self) -> None:
+        if not isinstance(self.amount, Decimal):
+            raise MoneyError("money amounts are Decimals; pass a str or Decimal, never a float")
         if not self.amount.is_finite():
             raise MoneyError("money must be finite")
         if not (3 <= len(self.currency) <= 10 and self.currency.isalnum() and self.currency.isupper()):
