@@ -1,0 +1,167 @@
+"""Engines, sessions and the :class:`Database` holder the application keeps for its lifetime.
+
+SQLite (the embedded default) gets a fixed set of PRAGMAs on every new connection and proper
+transactions; PostgreSQL gets a pre-pinged pool. Everything above this module works with
+``AsyncSession`` and does not care which database is behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from brokerlink.config import Settings
+
+# busy_timeout: a writer waits up to 5 s for another writer instead of failing at once.
+# synchronous=NORMAL is durable across application crashes in WAL mode (only an OS crash can lose
+# the last commits), and much faster than FULL.
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA synchronous=NORMAL",
+)
+
+
+def is_sqlite(url: str | URL) -> bool:
+    """Whether a database URL names SQLite."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:") or url.query.get("uri"):
+        return None
+    return Path(database)
+
+
+# Statements that must run inside the transaction: writes, DDL, and SAVEPOINT. WITH is included
+# because a CTE may front an INSERT/UPDATE/DELETE; a read-only CTE merely begins a little early.
+_NEEDS_TRANSACTION = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|SAVEPOINT|WITH)\b", re.IGNORECASE)
+_BEGUN = "brokerlink.sqlite_begun"
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    """PRAGMAs on every new connection, and transaction control that behaves like PostgreSQL's.
+
+    The sqlite3 driver's own mode starts a transaction at the first INSERT/UPDATE/DELETE only, so a
+    SAVEPOINT issued before any write starts a transaction of its own, and releasing it commits
+    (``begin_nested`` then silently escapes the rollback), and DDL is never transactional.
+    SQLAlchemy's documented fix - BEGIN as soon as the session starts - has the opposite problem
+    under concurrency: a transaction that read first holds a snapshot, and once another connection
+    commits, its first write fails at once with "database is locked" (no busy wait can help).
+    Read-then-write is what nearly every request does, so instead BEGIN is emitted lazily, right
+    before the first statement that writes (or a SAVEPOINT). Reads before it see the latest commit,
+    as under PostgreSQL's READ COMMITTED; writers queue on the busy timeout; savepoints nest.
+    """
+    fk_pragma = f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}"
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in (*_SQLITE_PRAGMAS, fk_pragma):
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # SQLAlchemy's transaction starts here; SQLite's only at the first write (below).
+        conn.info[_BEGUN] = False
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _before_execute(
+        conn: Connection, cursor: Any, statement: str, _params: Any, _context: Any, _executemany: bool
+    ) -> None:
+        if conn.in_transaction() and not conn.info.get(_BEGUN, True) and _NEEDS_TRANSACTION.match(statement):
+            conn.info[_BEGUN] = True
+            cursor.execute("BEGIN")
+
+
+def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True) -> AsyncEngine:
+    """An async engine for ``url`` (``sqlite+aiosqlite://...`` or ``postgresql+asyncpg://...``).
+
+    SQLite: the database file's directory is created, and every connection runs with WAL, foreign
+    keys on, a 5 s busy timeout and ``synchronous=NORMAL``. ``sqlite_foreign_keys=False`` exists
+    for migrations only: Alembic's batch mode rebuilds tables, and with foreign keys enforced,
+    dropping the old table would cascade-delete the rows that reference it.
+
+    PostgreSQL: a pool that checks connections before use (so a database restart costs one retry,
+    not a burst of errors), recycles them after 30 minutes, and runs sessions in UTC.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_file(parsed)
+        if path is not None:
+            path.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, echo=echo)
+        _install_sqlite_hooks(engine, foreign_keys=sqlite_foreign_keys)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_driver_name() == "asyncpg":
+        connect_args["server_settings"] = {"application_name": "brokerlink", "timezone": "UTC"}
+    return create_async_engine(
+        parsed,
+        echo=echo,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=30,
+        pool_recycle=1800,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """A session factory whose objects stay readable after commit (``expire_on_commit=False``).
+
+    Without it, touching an attribute after commit would issue a lazy refresh, which async
+    sessions cannot do implicitly.
+    """
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+class Database:
+    """The engine and session factory of one database, kept by the application for its lifetime."""
+
+    def __init__(self, url: str | URL, *, echo: bool = False, ping_timeout: float = 2.0) -> None:
+        self.url = make_url(url)
+        self.ping_timeout = ping_timeout
+        self.engine = create_engine(self.url, echo=echo)
+        self.sessionmaker = session_factory(self.engine)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """The database the settings name (``effective_database_url``, ``db_echo``)."""
+        return cls(settings.effective_database_url, echo=settings.db_echo)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.url.get_backend_name()
+
+    def session(self) -> AsyncSession:
+        """A new session. Use as ``async with db.session() as session:``; commit at the boundary."""
+        return self.sessionmaker()
+
+    async def ping(self) -> bool:
+        """Whether the database answers ``SELECT 1`` within ``ping_timeout`` seconds (readiness probe)."""
+        try:
+            async with asyncio.timeout(self.ping_timeout), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError, TimeoutError):
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        """Close every pooled connection. Call once at shutdown."""
+        await self.engine.dispose()

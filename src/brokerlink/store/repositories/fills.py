@@ -1,0 +1,57 @@
+"""Fills (executions). Returns domain :class:`~brokerlink.domain.models.Fill` objects.
+
+The same fill may arrive twice - over the stream and over REST - so it is stored once per
+``(account_id, trade_id)``, and :meth:`FillRepository.add_if_new` tells the caller whether this
+delivery was the first (only then are positions and the ledger updated).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerlink.domain.models import Fill
+from brokerlink.kit.ids import new_id
+from brokerlink.store.mapping import fill_from_row, fill_values
+from brokerlink.store.models import FillRow
+from brokerlink.store.repositories._common import Page, fetch_page, upsert_insert
+
+
+class FillRepository:
+    """Queries on ``fills``. Flushes, never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_if_new(self, fill: Fill) -> bool:
+        """Store the fill unless the account already has its trade id. True if this call stored it.
+
+        ``INSERT ... ON CONFLICT DO NOTHING`` rather than look-then-insert, so two workers receiving
+        the same fill at once cannot both store it (the database waits for the first to finish and
+        then skips), and no IntegrityError poisons the caller's transaction.
+        """
+        await self.session.flush()  # pending ORM changes first (e.g. the order this fill references)
+        insert = upsert_insert(self.session, FillRow).values(fill_values(fill, new_id("fil")))
+        stmt = insert.on_conflict_do_nothing(index_elements=["account_id", "trade_id"]).returning(FillRow.id)
+        inserted = (await self.session.execute(stmt)).scalar_one_or_none()
+        return inserted is not None
+
+    async def get_by_trade_id(self, account_id: str, trade_id: str) -> Fill | None:
+        """The account's fill with this venue trade id."""
+        stmt = select(FillRow).where(FillRow.account_id == account_id, FillRow.trade_id == trade_id)
+        row = (await self.session.execute(stmt)).scalar_one_or_none()
+        return None if row is None else fill_from_row(row)
+
+    async def list_for_order(self, order_id: str) -> list[Fill]:
+        """An order's fills by row id (storage order, to the millisecond of the ULID)."""
+        stmt = select(FillRow).where(FillRow.order_id == order_id).order_by(FillRow.id)
+        return [fill_from_row(row) for row in (await self.session.execute(stmt)).scalars()]
+
+    async def list_for_account(
+        self, account_id: str, *, limit: int = 100, after: str | None = None, descending: bool = False
+    ) -> Page[Fill]:
+        """One page of an account's fills by row id (storage order to the millisecond; the cursor is that id)."""
+        stmt = select(FillRow).where(FillRow.account_id == account_id)
+        return await fetch_page(
+            self.session, stmt, FillRow.id, fill_from_row, limit=limit, after=after, descending=descending
+        )
