@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     cookie_secure: bool = True
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
     db_echo: bool = False
+    auto_migrate: bool = Field(default=True, description="Apply database migrations when the server starts.")
+    allow_registration: bool = Field(default=True, description="Whether anyone may create an account.")
+    workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

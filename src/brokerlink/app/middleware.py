@@ -9,17 +9,12 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any
 
 import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from brokerlink.logs import get_logger
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Any
-Send = Any
-ASGIApp = Any
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _access_log = get_logger("brokerlink.access")
@@ -60,9 +55,7 @@ class RequestContextMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+        # Only HTTP and WebSocket scopes get here: Litestar handles lifespan before its ASGI handler.
         given = _header(scope, b"x-request-id")
         request_id = given if given and _REQUEST_ID_RE.match(given) else "req_" + secrets.token_hex(12)
         scope.setdefault("state", {})["request_id"] = request_id
@@ -83,7 +76,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if scope["type"] == "http":
+            if scope["type"] == ScopeType.HTTP:
                 _access_log.info(
                     "request",
                     method=scope.get("method"),
@@ -102,7 +95,7 @@ class SecurityHeadersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")

@@ -1,0 +1,1 @@
+"""Linked broker connections and their accounts."""

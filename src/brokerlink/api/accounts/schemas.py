@@ -1,0 +1,54 @@
+"""Bodies of the account and connection routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from brokerlink.api.schemas import RequestBody, ResponseBody
+from brokerlink.domain.enums import AccountMode, ConnectionState
+
+
+class AccountResponse(ResponseBody, kw_only=True):
+    """A linked trading account."""
+
+    id: str
+    connection_id: str
+    broker: str
+    venue_account_id: str
+    name: str
+    currency: str
+    mode: AccountMode
+    connection_status: ConnectionState
+    created_at: datetime
+
+
+class AccountList(ResponseBody, kw_only=True):
+    """The user's accounts."""
+
+    data: list[AccountResponse]
+
+
+class AccountUpdate(RequestBody, kw_only=True):
+    """Rename an account (the name is the user's label; the broker's id never changes)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, examples=["Swing FX"])]
+
+
+class ConnectionResponse(ResponseBody, kw_only=True):
+    """A link to a broker. Credentials are never part of it."""
+
+    id: str
+    broker: str
+    label: str
+    status: ConnectionState
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionList(ResponseBody, kw_only=True):
+    """The user's broker connections."""
+
+    data: list[ConnectionResponse]

@@ -1,0 +1,97 @@
+"""``/v1/auth``: register, sign in, sign out, CSRF token; ``/v1/me``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from litestar.utils.scope.state import ScopeState
+
+from brokerlink.api.auth.cookies import clear_session_cookie, session_cookie
+from brokerlink.api.auth.schemas import CsrfResponse, LoginRequest, RegisterRequest, SessionResponse, UserResponse
+from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
+from brokerlink.kit.errors import Forbidden, NotFound
+from brokerlink.security.sessions import SessionService
+from brokerlink.security.users import UserService
+from brokerlink.store.repositories.users import UserRepository
+
+PUBLIC = {"exclude_from_auth": True}
+
+
+def _client_ip(request: Request[Any, Any, Any]) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _sign_in(
+    request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock, user: Any
+) -> Response[SessionResponse]:
+    sessions = SessionService(db, settings, clock)
+    # A fresh token on every sign-in (no session fixation); any session the browser had ends.
+    old = request.cookies.get(settings.session_cookie)
+    if old:
+        await sessions.end(old)
+    issued = await sessions.start(user, ip=_client_ip(request), user_agent=request.headers.get("user-agent"))
+    body = SessionResponse(user=UserResponse.of(user), expires_at=issued.expires_at)
+    return Response(body, cookies=[session_cookie(settings, issued)])
+
+
+@post("/register", status_code=HTTP_201_CREATED, opt=PUBLIC, summary="Create an account and sign in")
+async def register(
+    request: Request[Any, Any, Any],
+    data: JSONBody[RegisterRequest],
+    db: DbSession,
+    settings: AppSettings,
+    clock: AppClock,
+) -> Response[SessionResponse]:
+    """Create a user with the ``user`` role and start a session (cookie)."""
+    if not settings.allow_registration:
+        raise Forbidden("registration is closed on this server")
+    user = await UserService(db, clock).register(
+        email=data.email, password=data.password, display_name=data.display_name
+    )
+    response = await _sign_in(request, db, settings, clock, user)
+    response.status_code = HTTP_201_CREATED
+    return response
+
+
+@post("/login", status_code=HTTP_200_OK, opt=PUBLIC, summary="Sign in")
+async def login(
+    request: Request[Any, Any, Any], data: JSONBody[LoginRequest], db: DbSession, settings: AppSettings, clock: AppClock
+) -> Response[SessionResponse]:
+    """Check email and password and start a session (cookie). Failure is always the same 401."""
+    user = await UserService(db, clock).authenticate(data.email, data.password)
+    return await _sign_in(request, db, settings, clock, user)
+
+
+@post("/logout", status_code=HTTP_204_NO_CONTENT, summary="Sign out")
+async def logout(
+    request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
+) -> Response[None]:
+    """End the current session and clear its cookie."""
+    token = request.cookies.get(settings.session_cookie)
+    if token:
+        await SessionService(db, settings, clock).end(token)
+    return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[clear_session_cookie(settings)])
+
+
+@get("/csrf", opt=PUBLIC, summary="Get a CSRF token")
+async def csrf_token(request: Request[Any, Any, Any]) -> CsrfResponse:
+    """The token to echo in ``X-CSRF-Token`` on POST, PUT, PATCH and DELETE made with the session cookie."""
+    token = ScopeState.from_scope(request.scope).csrf_token
+    if not isinstance(token, str):  # only when the CSRF middleware is not installed
+        raise NotFound("CSRF protection is not enabled")
+    return CsrfResponse(csrf_token=token)
+
+
+@get("/me", summary="The signed-in user", tags=["auth"])
+async def me(principal: CurrentPrincipal, db: DbSession) -> UserResponse:
+    """The user behind the current session."""
+    user = await UserRepository(db).get(principal.user_id)
+    if user is None:
+        raise NotFound("user not found")
+    return UserResponse.of(user)
+
+
+auth_router = Router(path="/auth", route_handlers=[register, login, logout, csrf_token], tags=["auth"])

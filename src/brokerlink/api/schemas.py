@@ -1,0 +1,14 @@
+"""Schema base for request and response bodies: msgspec structs that refuse unknown fields."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RequestBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every request body. A field not in the schema is a 422, never silently ignored
+    (so ``owner_id``, ``role`` or ``balance`` smuggled into a write cannot take effect)."""
+
+
+class ResponseBody(msgspec.Struct, kw_only=True):
+    """Base of every response body: only the fields declared are ever serialized."""

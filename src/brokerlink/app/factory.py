@@ -1,0 +1,130 @@
+"""``create_app()``: the one place the pieces are wired together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from litestar import Litestar, Router
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+
+from brokerlink import __version__
+from brokerlink.api.accounts.routes import accounts_router, connections_router
+from brokerlink.api.auth.middleware import SessionAuthMiddleware
+from brokerlink.api.auth.routes import auth_router, me
+from brokerlink.api.deps import provide_clock, provide_db_session, provide_principal, provide_settings
+from brokerlink.api.guards import require_json_body
+from brokerlink.api.health import healthz, readyz
+from brokerlink.api.openapi import openapi_document
+from brokerlink.api.problems import EXCEPTION_HANDLERS
+from brokerlink.app.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
+from brokerlink.bus.base import EventBus
+from brokerlink.bus.factory import create_bus
+from brokerlink.config import Settings
+from brokerlink.kit.clock import Clock, SystemClock
+from brokerlink.logs import configure_logging, get_logger
+from brokerlink.store.db import Database
+from brokerlink.store.migrate import upgrade
+from brokerlink.web import WEB_DIR
+from brokerlink.web.routes import web_routes
+
+_log = get_logger("brokerlink.app")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    bus: EventBus | None = None,
+    configure_logs: bool = True,
+) -> Litestar:
+    """Build the ASGI application. Tests pass their own settings, clock and bus; servers pass nothing."""
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.auto_migrate:
+            await upgrade(settings.effective_database_url)
+        database = Database.from_settings(settings)
+        event_bus = bus or create_bus(settings)
+        app.state.db = database
+        app.state.bus = event_bus
+        _log.info("started", version=__version__, database=database.dialect, bus=settings.bus_backend)
+        try:
+            yield
+        finally:
+            if bus is None:
+                await event_bus.close()
+            await database.dispose()
+            _log.info("stopped")
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=[auth_router, me, accounts_router, connections_router],
+        before_request=require_json_body,
+    )
+    app = Litestar(
+        route_handlers=[
+            healthz,
+            readyz,
+            openapi_document,
+            v1,
+            *web_routes,
+            create_static_files_router(
+                path="/static", directories=[WEB_DIR / "static"], opt={"exclude_from_auth": True}
+            ),
+        ],
+        lifespan=[lifespan],
+        state=State({"settings": settings, "clock": clock}),
+        dependencies={
+            "db": Provide(provide_db_session),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+            "clock": Provide(provide_clock, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(SessionAuthMiddleware, exclude_from_auth_key="exclude_from_auth")],
+        csrf_config=CSRFConfig(
+            secret=settings.effective_secret_key,
+            cookie_name="brokerlink_csrf",
+            header_name="x-csrf-token",
+            cookie_secure=settings.cookie_secure,
+            cookie_samesite="strict",
+            cookie_httponly=False,  # the dashboard's scripts read it to echo it in the header
+        ),
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        template_config=TemplateConfig(directory=Path(WEB_DIR / "templates"), engine=JinjaTemplateEngine),
+        openapi_config=OpenAPIConfig(
+            title="brokerlink API",
+            version=__version__,
+            description="One secure API over many broker accounts, with copy trading built in.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/")],
+            components=Components(
+                security_schemes={
+                    "session": SecurityScheme(type="apiKey", name=settings.session_cookie, security_scheme_in="cookie")
+                }
+            ),
+            security=[{"session": []}],
+        ),
+        debug=False,
+        logging_config=None,  # logging is ours (brokerlink.logs); the problem handler logs unexpected errors
+    )
+    # Litestar's middleware runs only for matched routes; these two must also cover 404s and 405s,
+    # so they wrap the whole ASGI handler instead.
+    app.asgi_handler = RequestContextMiddleware(SecurityHeadersMiddleware(app.asgi_handler))
+    return app

@@ -1,0 +1,89 @@
+"""Problem details for every failure, no internals in a 500, security headers, request ids, probes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from litestar import Litestar, get
+from litestar.testing import AsyncTestClient
+
+from brokerlink.app.factory import create_app
+from brokerlink.config import Settings
+from brokerlink.kit.clock import ManualClock
+from tests.api.support import ClientFactory
+
+
+async def test_healthz_is_public(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+
+
+async def test_readyz_checks_database_and_bus(client: httpx.AsyncClient) -> None:
+    r = await client.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == {"database": "ok", "bus": "ok"}
+
+
+async def test_readyz_is_503_when_the_database_is_gone(app: Litestar, client: httpx.AsyncClient) -> None:
+    await app.state.db.dispose()
+    app.state.db.engine.pool._creator = lambda: (_ for _ in ()).throw(OSError("database unreachable"))  # type: ignore[attr-defined]
+    r = await client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"] == "failing"
+
+
+async def test_unknown_route_is_a_problem_with_security_headers(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "not_found"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["strict-transport-security"].startswith("max-age=")
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+async def test_wrong_method_is_405_problem(make_client: ClientFactory) -> None:
+    c = await make_client()
+    r = await c.delete("/v1/me")
+    assert r.status_code == 405
+    assert r.json()["code"] == "method_not_allowed"
+
+
+async def test_request_id_is_echoed_when_sane_and_replaced_when_not(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = await client.get("/healthz", headers={"x-request-id": "bad id\n" + "x" * 100})
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+async def test_api_responses_are_not_cached(make_client: ClientFactory) -> None:
+    c = await make_client()
+    r = await c.get("/v1/me")
+    assert r.headers["cache-control"] == "no-store"
+    assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+@pytest.fixture
+async def failing_client(settings: Settings) -> httpx.AsyncClient:
+    @get("/boom", opt={"exclude_from_auth": True})
+    async def boom() -> None:
+        raise RuntimeError("secret internals: password=hunter2 at /srv/app.py line 42")
+
+    app = create_app(settings, clock=ManualClock(), configure_logs=False)
+    app.register(boom)
+    return app  # type: ignore[return-value]
+
+
+async def test_a_500_reveals_no_internals(failing_client: Litestar, capsys: pytest.CaptureFixture[str]) -> None:
+    async with AsyncTestClient(failing_client, base_url="https://testserver.local") as c:
+        r = await c.get("/boom")
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["code"] == "internal_error"
+    assert "secret" not in r.text
+    assert "Traceback" not in r.text
+    assert "app.py" not in r.text
+    assert body["request_id"] == r.headers["x-request-id"]
