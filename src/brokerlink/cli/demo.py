@@ -1,0 +1,90 @@
+"""Demo data: users to sign in as, with passwords generated once per data directory.
+
+Passwords are random (the demo binds to 127.0.0.1, but a fixed password in a README is a habit
+worth not teaching) and kept in ``data_dir/demo-credentials.json`` with owner-only permissions,
+so every ``make demo`` prints the same ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+
+import msgspec
+
+from brokerlink.config import Settings
+from brokerlink.domain.enums import Role
+from brokerlink.kit.clock import SystemClock
+from brokerlink.security.passwords import hash_password, verify_password
+from brokerlink.security.users import UserService
+from brokerlink.store.db import Database
+from brokerlink.store.repositories.users import UserRepository
+
+
+class DemoCredential(msgspec.Struct, frozen=True):
+    """A demo user to sign in as."""
+
+    email: str
+    password: str
+    display_name: str
+    role: Role
+    description: str
+
+
+_DEMO_USERS: tuple[tuple[str, str, Role, str], ...] = (
+    ("alice@example.com", "Alice Trader", Role.USER, "trader who follows strategies"),
+    ("pat@example.com", "Pat Provider", Role.USER, "strategy provider"),
+    ("admin@example.com", "Operator", Role.ADMIN, "operator"),
+)
+
+
+def _load_or_create_credentials(settings: Settings) -> list[DemoCredential]:
+    path = settings.data_dir / "demo-credentials.json"
+    if path.exists():
+        return msgspec.json.decode(path.read_bytes(), type=list[DemoCredential])
+    creds = [
+        DemoCredential(email=e, password=secrets.token_urlsafe(12), display_name=n, role=r, description=d)
+        for e, n, r, d in _DEMO_USERS
+    ]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(msgspec.to_builtins(creds), fh, indent=2)
+    return creds
+
+
+async def seed(settings: Settings) -> list[DemoCredential]:
+    """Make sure the demo users exist and their passwords are the ones on file. Idempotent."""
+    creds = _load_or_create_credentials(settings)
+    clock = SystemClock()
+    database = Database.from_settings(settings)
+    try:
+        async with database.session() as session:
+            users = UserRepository(session)
+            for cred in creds:
+                existing = await users.get_by_email(cred.email)
+                if existing is None:
+                    await UserService(session, clock).register(
+                        email=cred.email, password=cred.password, display_name=cred.display_name, role=cred.role
+                    )
+                elif not verify_password(existing.password_hash, cred.password):
+                    await users.set_password_hash(existing.id, hash_password(cred.password), now=clock.now())
+            await session.commit()
+    finally:
+        await database.dispose()
+    return creds
+
+
+async def create_user(settings: Settings, *, email: str, password: str, display_name: str, role: Role) -> str:
+    """Create one user (``brokerlink user create``); returns its id."""
+    database = Database.from_settings(settings)
+    try:
+        async with database.session() as session:
+            user = await UserService(session, SystemClock()).register(
+                email=email, password=password, display_name=display_name, role=role
+            )
+            await session.commit()
+            return user.id
+    finally:
+        await database.dispose()

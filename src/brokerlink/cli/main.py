@@ -1,0 +1,150 @@
+"""The ``brokerlink`` command: serve, demo, migrate, user management, version."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from brokerlink import __version__
+from brokerlink.cli import server
+from brokerlink.config import Settings
+from brokerlink.domain.enums import Role
+from brokerlink.kit.errors import BrokerlinkError
+from brokerlink.logs import configure_logging
+
+app = typer.Typer(
+    name="brokerlink",
+    help="brokerlink: one secure API over many broker accounts, with copy trading built in.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+user_app = typer.Typer(help="Manage first-party users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+console = Console()
+err = Console(stderr=True)
+
+HostOpt = Annotated[str | None, typer.Option(help="Address to bind. [env: BROKERLINK_HOST; default 127.0.0.1]")]
+PortOpt = Annotated[int | None, typer.Option(help="Port to listen on. [env: BROKERLINK_PORT; default 8000]")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option(help="Directory for all local state. [env: BROKERLINK_DATA_DIR; default ./var]")
+]
+
+
+def _settings(**overrides: object) -> Settings:
+    server.export_overrides(**overrides)
+    return Settings()
+
+
+def _migrate(settings: Settings) -> str | None:
+    from brokerlink.store.migrate import current_revision, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(upgrade(settings.effective_database_url))
+    return asyncio.run(current_revision(settings.effective_database_url))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"brokerlink {__version__}")
+
+
+@app.command()
+def migrate(data_dir: DataDirOpt = None) -> None:
+    """Apply database migrations up to the latest revision."""
+    settings = _settings(data_dir=data_dir)
+    configure_logging(settings.log_level, "console")
+    revision = _migrate(settings)
+    console.print(f"database at revision [bold]{revision}[/] ({_safe_url(settings.effective_database_url)})")
+
+
+@app.command()
+def serve(
+    host: HostOpt = None,
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes. [env: BROKERLINK_WORKERS]")] = None,
+    server_name: Annotated[
+        str | None, typer.Option("--server", help="granian (default) or uvicorn. [env: BROKERLINK_SERVER]")
+    ] = None,
+) -> None:
+    """Run the API server (migrating the database first)."""
+    settings = _settings(host=host, port=port, data_dir=data_dir, workers=workers, server=server_name)
+    configure_logging(settings.log_level, settings.log_format)
+    _migrate(settings)
+    server.run(settings)
+
+
+@app.command()
+def demo(
+    port: PortOpt = None,
+    data_dir: DataDirOpt = None,
+    server_name: Annotated[str | None, typer.Option("--server", help="granian (default) or uvicorn.")] = None,
+) -> None:
+    """Run the demo: the server on 127.0.0.1 with demo users seeded. Ctrl-C stops it."""
+    from brokerlink.cli.demo import seed
+
+    settings = _settings(host="127.0.0.1", port=port, data_dir=data_dir, server=server_name, log_format="console")
+    configure_logging(settings.log_level, "console")
+    _migrate(settings)
+    credentials = asyncio.run(seed(settings))
+    url = f"http://127.0.0.1:{settings.port}"
+    console.rule("[bold]brokerlink demo")
+    console.print(f"dashboard   {url}/")
+    console.print(f"API docs    {url}/docs  (sign in first)")
+    console.print(f"health      {url}/healthz")
+    console.print(f"data        {settings.data_dir}")
+    for cred in credentials:
+        console.print(f"sign in as  [bold]{cred.email}[/] / {cred.password}  ({cred.description})")
+    console.print("Ctrl-C stops the server.")
+    console.rule()
+    server.run(settings)
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="Email address (the login name).")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    role: Annotated[Role, typer.Option(help="Role.")] = Role.USER,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input instead of prompting.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create a user. The password is prompted for (hidden), or read from stdin with --password-stdin."""
+    from brokerlink.cli.demo import create_user
+
+    settings = _settings(data_dir=data_dir)
+    configure_logging("warning", "console")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    _migrate(settings)
+    try:
+        user_id = asyncio.run(create_user(settings, email=email, password=password, display_name=name, role=role))
+    except BrokerlinkError as exc:
+        err.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(code=1) from exc
+    console.print(f"created user [bold]{user_id}[/] ({email}, {role})")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for printing."""
+    head, sep, tail = url.partition("://")
+    if "@" not in tail:
+        return url
+    creds, _, host = tail.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{head}{sep}{user}:***@{host}"
+
+
+def main() -> None:
+    """Entry point of the ``brokerlink`` console script."""
+    app()

@@ -1,0 +1,116 @@
+"""``brokerlink demo`` as a user runs it: a real server process on loopback, stopped by SIGTERM.
+
+Bounded: each wait polls a fixed number of times and the process is killed if it overstays.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent / "brokerlink"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str], attempts: int = 240) -> httpx.Response:
+    """Poll /healthz every 0.25 s, at most ``attempts`` times (60 s)."""
+    for _ in range(attempts):
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}")
+        try:
+            response = httpx.get(url + "/healthz", timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError("server did not become healthy within 60 s")
+
+
+@pytest.fixture(params=["granian", "uvicorn"])
+def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERLINK_")}
+    env["BROKERLINK_COOKIE_SECURE"] = "false"  # plain HTTP on loopback
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
+            [str(BIN), "demo", "--port", str(port), "--data-dir", str(tmp_path / "var"), "--server", request.param],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}", proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_demo_serves_signs_in_and_stops_cleanly_on_sigterm(demo: tuple[str, subprocess.Popen[str], Path]) -> None:
+    url, proc, log = demo
+    assert wait_healthy(url, proc).json()["status"] == "ok"
+    assert httpx.get(url + "/readyz", timeout=5).status_code == 200
+
+    printed = log.read_text()
+    assert f"dashboard   {url}/" in printed
+    creds = re.findall(r"sign in as  (\S+@example\.com) / (\S+)", printed)
+    assert len(creds) == 3
+
+    with httpx.Client(base_url=url, timeout=5) as client:
+        token = client.get("/v1/auth/csrf").json()["csrf_token"]
+        email, password = creds[0]
+        r = client.post("/v1/auth/login", json={"email": email, "password": password}, headers={"x-csrf-token": token})
+        assert r.status_code == 200, r.text
+        assert client.get("/v1/me").json()["email"] == email
+        assert client.get("/v1/accounts").json() == {"data": []}
+        page = client.get("/", headers={"accept": "text/html"})
+        assert "No broker accounts linked yet" in page.text
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+    assert (Path(log).parent / "var" / "brokerlink.db").exists()
+
+
+def test_demo_keeps_the_same_credentials_across_restarts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERLINK_")}
+    first = tmp_path / "var" / "demo-credentials.json"
+    for _ in range(2):
+        port = free_port()
+        with (tmp_path / "out.log").open("w") as out:
+            proc = subprocess.Popen(  # noqa: S603
+                [str(BIN), "demo", "--port", str(port), "--data-dir", str(tmp_path / "var")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                text=True,
+            )
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc)
+            if not first.exists():
+                raise AssertionError("credentials file missing")
+            before = first.read_text()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert first.read_text() == before
+    assert oct(first.stat().st_mode & 0o777) == "0o600"
