@@ -6,6 +6,16 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import httpx
+from litestar import Litestar
+from sqlalchemy import select
+
+from brokerlink.domain.enums import AccountMode
+from brokerlink.domain.models import Account
+from brokerlink.kit.ids import new_id
+from brokerlink.store.db import Database
+from brokerlink.store.models import UserRow
+from brokerlink.store.repositories.accounts import AccountRepository
+from brokerlink.store.repositories.connections import ConnectionRepository
 
 C = TypeVar("C", bound=httpx.AsyncClient)
 PASSWORD = "correct horse battery staple"
@@ -27,3 +37,24 @@ def asgi_client(app: object, cookies: dict[str, str] | None = None) -> httpx.Asy
         base_url="https://testserver.local",
         cookies=cookies,
     )
+
+
+async def link_account(app: Litestar, email: str, name: str) -> tuple[str, str]:
+    """Give a user a connection and an account directly in the store; returns (connection id, account id)."""
+    database: Database = app.state.db
+    now = app.state.clock.now()
+    async with database.session() as s:
+        user = (await s.execute(select(UserRow).where(UserRow.email == email))).scalar_one()
+        conn = await ConnectionRepository(s).create(user_id=user.id, broker="sim", label=f"{name} sim", now=now)
+        account = Account(
+            id=new_id("acc"),
+            user_id=user.id,
+            connection_id=conn.id,
+            venue_account_id=f"SIM-{name}",
+            name=name,
+            currency="USD",
+            mode=AccountMode.NETTING,
+        )
+        await AccountRepository(s).add(account, now=now)
+        await s.commit()
+    return conn.id, account.id

@@ -5,37 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from litestar import Litestar
-from sqlalchemy import select
 
-from brokerlink.domain.enums import AccountMode
-from brokerlink.domain.models import Account
 from brokerlink.kit.ids import new_id
-from brokerlink.store.db import Database
-from brokerlink.store.models import UserRow
-from brokerlink.store.repositories.accounts import AccountRepository
-from brokerlink.store.repositories.connections import ConnectionRepository
-from tests.api.support import ClientFactory
-
-
-async def link_account(app: Litestar, email: str, name: str) -> tuple[str, str]:
-    """Give a user a connection and an account directly in the store; returns (connection id, account id)."""
-    database: Database = app.state.db
-    now = app.state.clock.now()
-    async with database.session() as s:
-        user = (await s.execute(select(UserRow).where(UserRow.email == email))).scalar_one()
-        conn = await ConnectionRepository(s).create(user_id=user.id, broker="sim", label=f"{name} sim", now=now)
-        account = Account(
-            id=new_id("acc"),
-            user_id=user.id,
-            connection_id=conn.id,
-            venue_account_id=f"SIM-{name}",
-            name=name,
-            currency="USD",
-            mode=AccountMode.NETTING,
-        )
-        await AccountRepository(s).add(account, now=now)
-        await s.commit()
-    return conn.id, account.id
+from tests.api.support import ClientFactory, link_account
 
 
 @pytest.fixture

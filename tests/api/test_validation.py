@@ -15,14 +15,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
-from brokerlink.domain.enums import AccountMode
-from brokerlink.domain.models import Account
-from brokerlink.kit.ids import new_id
 from brokerlink.store.db import Database
 from brokerlink.store.models import AccountRow, Base, UserRow
-from brokerlink.store.repositories.accounts import AccountRepository
-from brokerlink.store.repositories.connections import ConnectionRepository
-from tests.api.support import PASSWORD, ClientFactory
+from tests.api.support import PASSWORD, ClientFactory, link_account
 
 # A valid body per JSON write route. Each case below breaks it in one way.
 VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -75,24 +70,9 @@ async def alice(make_client: ClientFactory) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def account_id(app: Litestar, alice: httpx.AsyncClient) -> str:
-    """An account of Alice's, created directly in the store (no API links brokers yet)."""
-    database: Database = app.state.db
-    clock = app.state.clock
-    async with database.session() as s:
-        user = (await s.execute(select(UserRow).where(UserRow.email == "alice@example.com"))).scalar_one()
-        conn = await ConnectionRepository(s).create(user_id=user.id, broker="sim", label="Sim", now=clock.now())
-        account = Account(
-            id=new_id("acc"),
-            user_id=user.id,
-            connection_id=conn.id,
-            venue_account_id="SIM-1",
-            name="Main",
-            currency="USD",
-            mode=AccountMode.NETTING,
-        )
-        await AccountRepository(s).add(account, now=clock.now())
-        await s.commit()
-    return account.id
+    """An account of Alice's (no API links brokers yet, so it goes straight into the store)."""
+    _, account = await link_account(app, "alice@example.com", "Main")
+    return account
 
 
 Sender = Callable[[httpx.AsyncClient, str, str], Awaitable[httpx.Response]]

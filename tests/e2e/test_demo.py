@@ -48,7 +48,6 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], attempts: int = 240) -> 
 def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERLINK_")}
-    env["BROKERLINK_COOKIE_SECURE"] = "false"  # plain HTTP on loopback
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         proc = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments

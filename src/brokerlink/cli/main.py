@@ -90,7 +90,10 @@ def demo(
     """Run the demo: the server on 127.0.0.1 with demo users seeded. Ctrl-C stops it."""
     from brokerlink.cli.demo import seed
 
-    settings = _settings(host="127.0.0.1", port=port, data_dir=data_dir, server=server_name, log_format="console")
+    # The demo is plain HTTP on loopback by construction, where a browser may drop Secure cookies.
+    settings = _settings(
+        host="127.0.0.1", port=port, data_dir=data_dir, server=server_name, log_format="console", cookie_secure="false"
+    )
     configure_logging(settings.log_level, "console")
     _migrate(settings)
     credentials = asyncio.run(seed(settings))

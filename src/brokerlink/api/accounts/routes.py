@@ -18,39 +18,12 @@ from brokerlink.api.accounts.schemas import (
     ConnectionResponse,
 )
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession
-from brokerlink.domain.enums import ConnectionState
 from brokerlink.kit.errors import InvalidInput, NotFound
-from brokerlink.store.models import BrokerConnectionRow
 from brokerlink.store.repositories.accounts import AccountListing, AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
 
 AccountId = Annotated[str, Parameter(description="Account id (acc_...)", max_length=40)]
 ConnectionId = Annotated[str, Parameter(description="Connection id (con_...)", max_length=40)]
-
-
-def _account(a: AccountListing) -> AccountResponse:
-    return AccountResponse(
-        id=a.id,
-        connection_id=a.connection_id,
-        broker=a.broker,
-        venue_account_id=a.venue_account_id,
-        name=a.name,
-        currency=a.currency,
-        mode=a.mode,
-        connection_status=a.connection_status,
-        created_at=a.created_at,
-    )
-
-
-def _connection(c: BrokerConnectionRow) -> ConnectionResponse:
-    return ConnectionResponse(
-        id=c.id,
-        broker=c.broker,
-        label=c.label,
-        status=ConnectionState(c.status),
-        created_at=c.created_at,
-        updated_at=c.updated_at,
-    )
 
 
 async def _listing(db: DbSession, principal: CurrentPrincipal, account_id: str) -> AccountListing:
@@ -65,13 +38,13 @@ async def _listing(db: DbSession, principal: CurrentPrincipal, account_id: str) 
 async def list_accounts(principal: CurrentPrincipal, db: DbSession) -> AccountList:
     """Every account the user has linked, across brokers."""
     listings = await AccountRepository(db).list_with_connections(principal.user_id)
-    return AccountList(data=[_account(a) for a in listings if principal.can_reach_account(a.id)])
+    return AccountList(data=[AccountResponse.of(a) for a in listings if principal.can_reach_account(a.id)])
 
 
 @get("/{account_id:str}", summary="Get an account")
 async def get_account(account_id: AccountId, principal: CurrentPrincipal, db: DbSession) -> AccountResponse:
     """One account. 404 if it does not exist or is not the user's."""
-    return _account(await _listing(db, principal, account_id))
+    return AccountResponse.of(await _listing(db, principal, account_id))
 
 
 @patch("/{account_id:str}", summary="Rename an account")
@@ -85,14 +58,14 @@ async def update_account(
         raise InvalidInput("name must not be blank", extra={"field": "name"})
     if await AccountRepository(db).rename(principal.user_id, account_id, name, now=clock.now()) is None:
         raise NotFound("account not found")
-    return _account(await _listing(db, principal, account_id))
+    return AccountResponse.of(await _listing(db, principal, account_id))
 
 
 @get("/", summary="List broker connections")
 async def list_connections(principal: CurrentPrincipal, db: DbSession) -> ConnectionList:
     """The user's links to brokers (never their credentials)."""
     rows = await ConnectionRepository(db).list_for_user(principal.user_id)
-    return ConnectionList(data=[_connection(c) for c in rows])
+    return ConnectionList(data=[ConnectionResponse.of(c) for c in rows])
 
 
 @get("/{connection_id:str}", summary="Get a broker connection")
@@ -101,7 +74,7 @@ async def get_connection(connection_id: ConnectionId, principal: CurrentPrincipa
     row = await ConnectionRepository(db).get_for_user(principal.user_id, connection_id)
     if row is None:
         raise NotFound("connection not found")
-    return _connection(row)
+    return ConnectionResponse.of(row)
 
 
 accounts_router = Router(

@@ -9,7 +9,6 @@ import msgspec
 
 from brokerlink.api.schemas import RequestBody, ResponseBody
 from brokerlink.domain.enums import Role
-from brokerlink.store.models import UserRow
 
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, examples=["alice@example.com"])]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=1024, examples=["correct horse battery staple"])]
@@ -39,17 +38,6 @@ class UserResponse(ResponseBody, kw_only=True):
     display_name: str
     role: Role
     created_at: datetime
-
-    @classmethod
-    def of(cls, user: UserRow) -> UserResponse:
-        """From a stored user (never copies the password hash)."""
-        return cls(
-            id=user.id,
-            email=user.email,
-            display_name=user.display_name,
-            role=Role(user.role),
-            created_at=user.created_at,
-        )
 
 
 class SessionResponse(ResponseBody, kw_only=True):
