@@ -8,11 +8,14 @@ server can never hide behind a green run.
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.backends import mark_backend
 
 # Property tests are bounded by example count, never by wall-clock deadlines (noisy 2-core machines).
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -48,9 +51,17 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-def mark_backend(request: pytest.FixtureRequest, name: str) -> None:
-    """Note that the running test exercises a backend ("postgresql", "redis", ...), for the summary."""
-    request.node.user_properties.append(("backend", name))
+@pytest.fixture
+def chromium_path(request: pytest.FixtureRequest) -> str:
+    """Path of Debian's Chromium, for browser tests (Playwright drives it; it downloads no browser)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        message = "Chromium not installed; apt-get install chromium"
+        if os.environ.get("BROKERLINK_REQUIRE_SERVICES") == "1":
+            pytest.fail(message + " - BROKERLINK_REQUIRE_SERVICES=1 forbids skipping")
+        pytest.skip(message)
+    mark_backend(request, "chromium")
+    return path
 
 
 @pytest.hookimpl(wrapper=True)

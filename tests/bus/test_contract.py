@@ -22,6 +22,7 @@ from brokerlink.bus.base import Consumer, EventBus, Message
 from brokerlink.bus.memory import MemoryEventBus
 from brokerlink.bus.redis import RedisEventBus
 from brokerlink.kit.errors import Unavailable
+from tests.backends import mark_backend
 
 T = "orders"
 G = "ledger"
@@ -82,6 +83,8 @@ class RedisBackend(Backend):
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     # Only the redis branch asks for redis_url, so the memory run never skips for lack of a server.
+    if request.param == "memory":
+        mark_backend(request, "memory")
     chosen: Backend = (
         RedisBackend(request.getfixturevalue("redis_url")) if request.param == "redis" else MemoryBackend()
     )

@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 from brokerlink.store.db import create_engine, is_sqlite, session_factory
 from brokerlink.store.migrate import upgrade
 from brokerlink.store.models import Base
+from tests.backends import mark_backend
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -100,6 +101,7 @@ def _drop_databases_at_exit() -> Iterator[None]:
 def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where the backend lives: a SQLite file URL, or the PostgreSQL server's URL (which may skip)."""
     if request.param == "sqlite":
+        mark_backend(request, "sqlite")
         return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     # Only this branch asks for postgres_url, so SQLite runs never skip for want of a server.
     return str(request.getfixturevalue("postgres_url"))

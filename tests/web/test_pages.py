@@ -81,8 +81,9 @@ async def test_wrong_password_shows_the_form_again_with_an_error(client: httpx.A
     page = await client.get("/login", headers=HTML)
     data = {"_csrf_token": form_token(page.text), "email": "bob@example.com", "password": "wrong password!!"}
     r = await client.post("/login", data=data, headers=HTML)
-    assert r.status_code == 401
+    assert r.status_code == 200
     assert "email or password is incorrect" in r.text
+    assert "brokerlink_session" not in r.headers.get("set-cookie", "")
     assert 'value="bob@example.com"' in r.text
 
 

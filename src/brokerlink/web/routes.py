@@ -99,7 +99,8 @@ async def login_submit(
             "version": __version__,
             "allow_registration": settings.allow_registration,
         }
-        return Template(template_name="login.html", context=context, status_code=exc.status)
+        # 200, not 401: a 401 must carry WWW-Authenticate, and a cookie form has no such scheme.
+        return Template(template_name="login.html", context=context)
     sessions = SessionService(db, settings, clock)
     old = request.cookies.get(settings.session_cookie)
     if old:
