@@ -7,13 +7,13 @@ from typing import TypeVar
 
 import httpx
 from litestar import Litestar
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from brokerlink.domain.enums import AccountMode
 from brokerlink.domain.models import Account
 from brokerlink.kit.ids import new_id
 from brokerlink.store.db import Database
-from brokerlink.store.models import UserRow
+from brokerlink.store.models import AccountRow, Base, UserRow
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
 
@@ -58,3 +58,21 @@ async def link_account(app: Litestar, email: str, name: str) -> tuple[str, str]:
         await AccountRepository(s).add(account, now=now)
         await s.commit()
     return conn.id, account.id
+
+
+async def table_counts(app: Litestar) -> dict[str, int]:
+    database: Database = app.state.db
+    async with database.session() as s:
+        return {
+            t.name: (await s.execute(select(func.count()).select_from(t))).scalar_one()
+            for t in Base.metadata.sorted_tables
+        }
+
+
+async def snapshot(app: Litestar) -> tuple[dict[str, int], list[tuple[str, ...]]]:
+    """Row counts of every table plus the mutable columns of users and accounts: enough to see any write."""
+    database: Database = app.state.db
+    async with database.session() as s:
+        users = [(u.id, u.email, u.display_name, u.role, str(u.is_active)) for u in (await s.scalars(select(UserRow)))]
+        accounts = [(a.id, a.name) for a in (await s.scalars(select(AccountRow)))]
+    return await table_counts(app), sorted(users) + sorted(accounts)

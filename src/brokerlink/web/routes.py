@@ -17,6 +17,7 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 from brokerlink import __version__
 from brokerlink.api.auth.cookies import clear_session_cookie, session_cookie
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
+from brokerlink.api.guards import require_form_body
 from brokerlink.kit.errors import BrokerlinkError, InvalidCredentials
 from brokerlink.security.sessions import SessionService
 from brokerlink.security.users import UserService
@@ -26,7 +27,7 @@ from brokerlink.store.repositories.users import UserRepository
 PUBLIC = {"exclude_from_auth": True}
 
 
-class LoginForm(msgspec.Struct, kw_only=True):
+class LoginForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The sign-in form (the CSRF field is checked by the middleware before this is parsed)."""
 
     email: Annotated[str, msgspec.Meta(max_length=254)] = ""
@@ -35,7 +36,7 @@ class LoginForm(msgspec.Struct, kw_only=True):
     csrf_token: str = msgspec.field(name="_csrf_token", default="")
 
 
-class RegisterForm(msgspec.Struct, kw_only=True):
+class RegisterForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The registration form."""
 
     email: Annotated[str, msgspec.Meta(max_length=254)] = ""
@@ -80,7 +81,7 @@ async def login_page(
     return Template(template_name="login.html", context=context)
 
 
-@post("/login", opt=PUBLIC, include_in_schema=False)
+@post("/login", opt=PUBLIC, include_in_schema=False, before_request=require_form_body)
 async def login_submit(
     request: Request[Any, Any, Any],
     data: URLEncodedBody[LoginForm],
@@ -121,7 +122,7 @@ async def register_page(settings: AppSettings) -> Template | Redirect:
     return Template(template_name="register.html", context=context)
 
 
-@post("/register", opt=PUBLIC, include_in_schema=False)
+@post("/register", opt=PUBLIC, include_in_schema=False, before_request=require_form_body)
 async def register_submit(
     request: Request[Any, Any, Any],
     data: URLEncodedBody[RegisterForm],
@@ -146,7 +147,7 @@ async def register_submit(
     return Redirect(path="/", status_code=HTTP_303_SEE_OTHER, cookies=[session_cookie(settings, issued)])
 
 
-@post("/logout", include_in_schema=False)
+@post("/logout", include_in_schema=False, before_request=require_form_body)
 async def logout_submit(
     request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
 ) -> Redirect:
