@@ -87,3 +87,18 @@ async def test_a_500_reveals_no_internals(failing_client: Litestar, capsys: pyte
     assert "Traceback" not in r.text
     assert "app.py" not in r.text
     assert body["request_id"] == r.headers["x-request-id"]
+
+
+async def test_openapi_document_and_docs_page_for_a_signed_in_user(make_client: ClientFactory) -> None:
+    c = await make_client()
+    spec = (await c.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.1")
+    assert spec["info"]["title"] == "brokerlink API"
+    assert {"/v1/auth/login", "/v1/auth/register", "/v1/me", "/v1/accounts", "/v1/accounts/{account_id}"} <= set(
+        spec["paths"]
+    )
+    login = spec["paths"]["/v1/auth/login"]["post"]
+    assert "requestBody" in login
+    docs = await c.get("/docs", headers={"accept": "text/html"})
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()

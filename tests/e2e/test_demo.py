@@ -44,29 +44,33 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], attempts: int = 240) -> 
     raise AssertionError("server did not become healthy within 60 s")
 
 
-@pytest.fixture(params=["granian", "uvicorn"])
-def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+# (server, how the port and data directory are given, the signal that stops it)
+VARIANTS = [("granian", "env", signal.SIGINT), ("uvicorn", "flags", signal.SIGTERM)]
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}-{v[2].name}")
+def demo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path, int]]:
+    server, configured_by, stop_signal = request.param
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERLINK_")}
+    args = [str(BIN), "demo", "--server", server]
+    if configured_by == "env":
+        env |= {"BROKERLINK_PORT": str(port), "BROKERLINK_DATA_DIR": str(tmp_path / "var")}
+    else:
+        args += ["--port", str(port), "--data-dir", str(tmp_path / "var")]
     log = tmp_path / "demo.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own console script, fixed arguments
-            [str(BIN), "demo", "--port", str(port), "--data-dir", str(tmp_path / "var"), "--server", request.param],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-        )
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, text=True)  # noqa: S603
     try:
-        yield f"http://127.0.0.1:{port}", proc, log
+        yield f"http://127.0.0.1:{port}", proc, log, stop_signal
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
 
 
-def test_demo_serves_signs_in_and_stops_cleanly_on_sigterm(demo: tuple[str, subprocess.Popen[str], Path]) -> None:
-    url, proc, log = demo
+def test_demo_serves_signs_in_and_stops_cleanly(demo: tuple[str, subprocess.Popen[str], Path, int]) -> None:
+    url, proc, log, stop_signal = demo
     assert wait_healthy(url, proc).json()["status"] == "ok"
     assert httpx.get(url + "/readyz", timeout=5).status_code == 200
 
@@ -85,9 +89,10 @@ def test_demo_serves_signs_in_and_stops_cleanly_on_sigterm(demo: tuple[str, subp
         page = client.get("/", headers={"accept": "text/html"})
         assert "No broker accounts linked yet" in page.text
 
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop_signal)
     assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
-    assert (Path(log).parent / "var" / "brokerlink.db").exists()
+    assert (log.parent / "var" / "brokerlink.db").exists()
+    assert "stopped" in log.read_text()  # the app's shutdown ran (database and bus closed)
 
 
 def test_demo_keeps_the_same_credentials_across_restarts(tmp_path: Path) -> None:
