@@ -53,7 +53,7 @@ def upsert_insert(session: AsyncSession, table: Any) -> sqlite.Insert | postgres
         return sqlite.insert(table)
     if name == "postgresql":
         return postgresql.insert(table)
-    raise NotImplementedError(f"no ON CONFLICT support for dialect {name!r}")
+    raise ValueError(f"unsupported database dialect {name!r}: brokerlink runs on sqlite and postgresql")
 
 
 def rowcount(result: Result[*TupleAny]) -> int:
