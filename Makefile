@@ -57,7 +57,7 @@ services-stop: ## Stop the test PostgreSQL and Redis
 	@scripts/test-services.sh stop
 
 bench: install ## Run the benchmarks in quick mode (see bench/README.md)
-	@for b in $(wildcard bench/bench_*.py); do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+	@for b in $(filter-out bench/_%,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b --quick || exit 1; done
 
 clean: ## Remove the virtual environment, caches and local state (var/)
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis var

@@ -8,7 +8,7 @@ median requests/s over rounds, p50/p99 latency. Ratios, all measured in this run
 - ``auth_cost``: /v1/me (session lookup + user read + JSON) as a fraction of /healthz throughput;
 - ``granian_vs_uvicorn``: /v1/me throughput under granian divided by uvicorn's (the default must earn it).
 
-Goal: granian_vs_uvicorn >= 1.0. Run: ``.venv/bin/python bench/bench_http.py [--quick]``.
+Goal: granian_vs_uvicorn >= 1.0. Run: ``.venv/bin/python bench/http_api.py [--quick]``.
 The last line of output is one JSON object with every figure.
 """
 
