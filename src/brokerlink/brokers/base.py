@@ -1,0 +1,349 @@
+"""The broker adapter protocol: one interface for every broker (DESIGN.md, "Broker adapters").
+
+An adapter is bound to one linked account. Commands (:meth:`BrokerAdapter.submit`, ``modify``,
+``cancel``, ``cancel_all``) return once the venue has taken the request; their *outcomes*
+(accepted, rejected, filled, canceled...) arrive as :mod:`brokerlink.domain.events` on
+:meth:`BrokerAdapter.events`, because real venues report them asynchronously and may report a
+fill before the acknowledgement.
+
+Every failure is one of three kinds, and callers branch on the kind, never on a message:
+
+- :class:`OrderRefused` — definitive: the venue said no (insufficient funds, invalid order,
+  duplicate client order id, market closed, authentication). Retrying the same request is
+  pointless.
+- :class:`TransientBrokerError` — the venue could not take the request now (rate limited with a
+  retry-after, unavailable). Nothing happened; retrying later with the same client order id is safe.
+- :class:`OutcomeUnknown` — the request may or may not have reached the venue (timeout or
+  disconnect after sending, a 5xx after the venue accepted). Never resubmit blindly: look the order
+  up by its client order id (:func:`resolve_outcome`).
+
+``client_order_id`` is the idempotency key everywhere; fills are deduplicated by trade id
+(:class:`SeenTradeIds`), because the same fill may arrive over the stream and over a report.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import msgspec
+
+from brokerlink.domain.enums import OrderType, Side, TimeInForce
+from brokerlink.domain.events import DomainEvent
+from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position
+from brokerlink.kit.errors import BrokerlinkError
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    """What a broker supports, so callers can decide before sending instead of after failing."""
+
+    order_types: frozenset[OrderType]
+    time_in_force: frozenset[TimeInForce]
+    modify: bool = True
+    """Orders can be amended in place (otherwise cancel and replace)."""
+    cancel_all: bool = True
+    hedging: bool = False
+    """Several positions per symbol can be held (otherwise one net position)."""
+    quotes: bool = True
+    depth: bool = False
+    fills_since: bool = True
+    """Fills can be listed since a cursor (reconciliation after a gap)."""
+    max_client_order_id_length: int = 64
+
+
+class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A new order as the adapter sends it. Prices and quantities are on the instrument's grid."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    type: OrderType
+    tif: TimeInForce = TimeInForce.GTC
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+
+class ModifyRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A change to a working order, named by its client order id. ``None`` leaves a field as it is."""
+
+    client_order_id: str
+    qty: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+
+
+class FillPage(msgspec.Struct, frozen=True, kw_only=True):
+    """Fills after a cursor, oldest first, and the cursor to continue from."""
+
+    fills: list[Fill]
+    next_cursor: str | None
+
+
+class Credentials(msgspec.Struct, frozen=True, kw_only=True):
+    """Secrets for one broker link. ``repr`` never shows the values, so they cannot reach a log."""
+
+    values: dict[str, str]
+
+    def __repr__(self) -> str:
+        return f"Credentials(keys={sorted(self.values)})"
+
+    __str__ = __repr__
+
+    def get(self, name: str) -> str:
+        """One secret by name; a clear error (naming only the key) when it is missing."""
+        try:
+            return self.values[name]
+        except KeyError:
+            raise OrderRefused(RefusalReason.AUTH, f"credential {name!r} is missing") from None
+
+
+class AdapterConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything an adapter needs to reach one account at one broker."""
+
+    account_id: str
+    """Our account id (``acc_...``); every event the adapter emits carries it."""
+    venue_account_id: str
+    base_url: str
+    credentials: Credentials
+    options: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+# --- the three kinds of failure --------------------------------------------------------------
+
+
+class RefusalReason(StrEnum):
+    """Why a venue definitively refused a request."""
+
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    INVALID_ORDER = "invalid_order"
+    DUPLICATE_CLIENT_ORDER_ID = "duplicate_client_order_id"
+    UNKNOWN_ORDER = "unknown_order"
+    MARKET_CLOSED = "market_closed"
+    AUTH = "auth"
+    NOT_SUPPORTED = "not_supported"
+
+
+class BrokerError(BrokerlinkError):
+    """Base of adapter errors."""
+
+    status = 502
+    code = "broker_error"
+    title = "Broker error"
+
+
+class OrderRefused(BrokerError):
+    """Definitive refusal: the venue processed the request and said no. Do not retry as is."""
+
+    status = 422
+    code = "broker_refused"
+    title = "Refused by the broker"
+
+    def __init__(self, reason: RefusalReason, detail: str | None = None, **kwargs: Any) -> None:
+        extra = dict(kwargs.pop("extra", None) or {})
+        extra["reason"] = reason.value
+        super().__init__(detail or reason.value.replace("_", " "), extra=extra, **kwargs)
+        self.reason = reason
+
+
+class TransientBrokerError(BrokerError):
+    """The venue could not take the request now; nothing happened. Retry after ``retry_after_ms``."""
+
+    status = 503
+    code = "broker_unavailable"
+    title = "Broker temporarily unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after_ms: int | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.retry_after_ms = retry_after_ms
+
+
+class BrokerRateLimited(TransientBrokerError):
+    """The venue's rate limit was hit; it said when to come back."""
+
+    status = 429
+    code = "broker_rate_limited"
+    title = "Broker rate limit reached"
+
+
+class OutcomeUnknown(BrokerError):
+    """The request may or may not have taken effect. Resolve by lookup, never by resending blindly."""
+
+    status = 504
+    code = "broker_outcome_unknown"
+    title = "Broker outcome unknown"
+
+    def __init__(self, client_order_id: str, detail: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail or f"outcome of {client_order_id} is unknown", **kwargs)
+        self.client_order_id = client_order_id
+
+
+# --- the adapter --------------------------------------------------------------------------------
+
+
+class BrokerAdapter(ABC):
+    """One linked account at one broker. Implementations must pass ``tests/contract/``.
+
+    Lifecycle: ``await connect()`` (authenticates and opens the event stream), use, ``await
+    close()``. The adapter reconnects by itself; while it cannot reach the venue it emits
+    :class:`~brokerlink.domain.events.ConnectionChanged` events, with ``gap_possible=True`` when events
+    may have been missed, after which callers reconcile with the report methods.
+    """
+
+    kind: ClassVar[str]
+    """The broker kind this adapter serves (``"sim"``, ``"alpaca"``...), the registry key."""
+
+    def __init__(self, config: AdapterConfig) -> None:
+        self.config = config
+
+    @property
+    def account_id(self) -> str:
+        """Our id of the account this adapter trades."""
+        return self.config.account_id
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """What this broker supports."""
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Authenticate and open the event stream. Raises :class:`OrderRefused` (``auth``) on bad credentials."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close connections and end :meth:`events`. Idempotent."""
+
+    @abstractmethod
+    async def instruments(self) -> list[Instrument]:
+        """The tradable instruments with the venue's rules, symbols in canonical form."""
+
+    @abstractmethod
+    async def submit(self, order: OrderRequest) -> None:
+        """Send a new order. Returns when the venue has taken it; the outcome arrives as events."""
+
+    @abstractmethod
+    async def modify(self, change: ModifyRequest) -> None:
+        """Amend a working order (see ``capabilities.modify``)."""
+
+    @abstractmethod
+    async def cancel(self, client_order_id: str) -> None:
+        """Request cancellation; :class:`~brokerlink.domain.events.OrderCanceled` confirms it."""
+
+    @abstractmethod
+    async def cancel_all(self, symbol: str | None = None) -> None:
+        """Request cancellation of every working order (of one symbol)."""
+
+    @abstractmethod
+    async def order(self, *, client_order_id: str | None = None, venue_order_id: str | None = None) -> Order | None:
+        """The venue's view of one order, or ``None`` if the venue does not know it."""
+
+    @abstractmethod
+    async def open_orders(self) -> list[Order]:
+        """Every working order, as the venue sees it."""
+
+    @abstractmethod
+    async def fills_since(self, cursor: str | None = None, *, limit: int = 500) -> FillPage:
+        """Fills after ``cursor`` (from the start of the venue's retention when ``None``), oldest first."""
+
+    @abstractmethod
+    async def positions(self) -> list[Position]:
+        """Open positions, as the venue sees them."""
+
+    @abstractmethod
+    async def balance(self) -> Balance:
+        """Cash, equity and buying power, as the venue reports them."""
+
+    @abstractmethod
+    def events(self) -> AsyncIterator[DomainEvent]:
+        """Normalized events in arrival order, each fill exactly once. Ends after :meth:`close`."""
+
+
+# --- helpers every adapter uses -----------------------------------------------------------------
+
+
+class SeenTradeIds:
+    """Remembers recent trade ids so each fill is emitted once, whichever path reported it first.
+
+    Bounded (oldest forgotten first): a fill repeated after ``capacity`` newer fills is caught by
+    the store's unique (account_id, trade_id) key instead.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, trade_id: str) -> bool:
+        """Record ``trade_id``; ``True`` only the first time it is seen."""
+        if trade_id in self._seen:
+            self._seen.move_to_end(trade_id)
+            return False
+        self._seen[trade_id] = None
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+async def resolve_outcome(
+    adapter: BrokerAdapter,
+    client_order_id: str,
+    *,
+    attempts: int = 5,
+    wait: Callable[[int], Awaitable[None]],
+) -> Order | None:
+    """Find out what became of a request whose outcome is unknown, by looking the order up.
+
+    Returns the venue's order if it exists (the request took effect: do not resend), or ``None``
+    after ``attempts`` lookups that all said "unknown" (it did not: resending with the *same*
+    client order id is safe, and a venue that got it after all refuses the duplicate). ``wait(i)``
+    sleeps before retry ``i`` (inject the backoff, so tests need no real time). Transient errors
+    during lookup count as attempts; a definitive refusal propagates.
+    """
+    for attempt in range(attempts):
+        try:
+            found = await adapter.order(client_order_id=client_order_id)
+        except (TransientBrokerError, OutcomeUnknown):
+            found = None
+        else:
+            if found is not None:
+                return found
+        if attempt + 1 < attempts:
+            await wait(attempt)
+    return None
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+AdapterFactory = Callable[[AdapterConfig], BrokerAdapter]
+_registry: dict[str, AdapterFactory] = {}
+
+
+def register_adapter(kind: str, factory: AdapterFactory) -> None:
+    """Make ``kind`` available to :func:`create_adapter`. Registering a kind twice is an error."""
+    if kind in _registry and _registry[kind] is not factory:
+        raise ValueError(f"broker kind {kind!r} is already registered")
+    _registry[kind] = factory
+
+
+def create_adapter(kind: str, config: AdapterConfig) -> BrokerAdapter:
+    """A new adapter for ``kind``; an unknown kind is a clear error naming the known ones."""
+    try:
+        factory = _registry[kind]
+    except KeyError:
+        known = ", ".join(sorted(_registry)) or "none"
+        raise ValueError(f"unknown broker kind {kind!r} (known: {known})") from None
+    return factory(config)
+
+
+def adapter_kinds() -> list[str]:
+    """The registered broker kinds."""
+    return sorted(_registry)
