@@ -204,6 +204,8 @@ class TradeUpdate(msgspec.Struct, frozen=True, kw_only=True):
     qty: Decimal | None = None
     price: Decimal | None = None
     commission: Decimal | None = None
+    commission_currency: str | None = None
+    liquidity: Literal["maker", "taker"] | None = None
     position_qty: Decimal | None = None
     reason: str | None = None
 
