@@ -143,7 +143,7 @@ def trade_update_event(update: TradeUpdate, *, account_id: str, symbols: SymbolM
     would risk booking a fill twice or not at all.
     """
     body = update.order
-    common = _Common(
+    common = EventIds(
         account_id=account_id,
         client_order_id=body.client_order_id,
         venue_order_id=body.order_id,
@@ -176,7 +176,9 @@ def trade_update_event(update: TradeUpdate, *, account_id: str, symbols: SymbolM
             return OrderRejected(**common, reason=update.reason or body.reject_reason or "rejected by the venue")
 
 
-class _Common(TypedDict):
+class EventIds(TypedDict):
+    """The identity every order event carries."""
+
     account_id: str
     client_order_id: str
     venue_order_id: str

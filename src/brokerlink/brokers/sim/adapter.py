@@ -1,0 +1,397 @@
+"""The sim adapter: :class:`~brokerlink.brokers.base.BrokerAdapter` over the sim venue's HTTP and WebSocket API.
+
+It talks to the venue exactly as the Alpaca, OANDA and CCXT adapters talk to theirs: commands over
+signed REST, outcomes over the ``trade_updates`` WebSocket channel. The stream reconnects by itself
+with exponential backoff and full jitter, treats "pings but no data" as a stall, and after every
+reconnect reconciles from reports (fills since the last one seen, the state of every order still
+working) so that nothing that happened while it was away is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from brokerlink.brokers.base import (
+    AdapterConfig,
+    BrokerAdapter,
+    Capabilities,
+    FillPage,
+    ModifyRequest,
+    OrderRefused,
+    OrderRequest,
+    RefusalReason,
+    SeenTradeIds,
+    TransientBrokerError,
+    register_adapter,
+)
+from brokerlink.brokers.sim import mapping
+from brokerlink.brokers.sim.client import SimClient
+from brokerlink.brokers.sim.wire import (
+    AccountBody,
+    AmendOrder,
+    FillsPage,
+    InstrumentBody,
+    NewOrder,
+    OrderBody,
+    PositionBody,
+    TradeUpdate,
+)
+from brokerlink.domain.enums import AccountMode, ConnectionState, OrderStatus, OrderType, TimeInForce
+from brokerlink.domain.events import (
+    ConnectionChanged,
+    DomainEvent,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+)
+from brokerlink.domain.models import Balance, Instrument, Order, Position
+from brokerlink.kit.clock import Clock, SystemClock
+from brokerlink.logs import get_logger
+
+_log = get_logger("brokerlink.brokers.sim")
+
+
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    """Exponential backoff with full jitter: attempt ``n`` waits a uniform time in ``[0, min(cap, base * 2**n)]``.
+
+    Full jitter keeps a fleet of adapters that lost the venue at the same moment from reconnecting
+    in lockstep (AWS Architecture Blog, "Exponential Backoff and Jitter").
+    """
+
+    base_s: float = 0.2
+    cap_s: float = 10.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before reconnect attempt ``attempt`` (0-based)."""
+        return rng.uniform(0, min(self.cap_s, self.base_s * (2**attempt)))
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Timing of the event stream."""
+
+    backoff: Backoff = Backoff()
+    stall_after_s: float = 15.0
+    """Reconnect when no data arrived for this long although the connection is up."""
+    connect_timeout_s: float = 10.0
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    """Any message from the venue's WebSocket: an op (auth, ping...) or channel data."""
+
+    op: str | None = None
+    status: str | None = None
+    ch: str | None = None
+    seq: int | None = None
+    data: msgspec.Raw | None = None
+    ts: int | None = None
+
+
+class SimAdapter(BrokerAdapter):
+    """One account at a sim venue. Credentials: ``api_key`` and, for a signed venue, ``api_secret``."""
+
+    kind = "sim"
+
+    def __init__(
+        self,
+        config: AdapterConfig,
+        *,
+        clock: Clock | None = None,
+        stream: StreamSettings | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.clock = clock or SystemClock()
+        self.stream = stream or StreamSettings()
+        self._rng = random.Random(seed)  # noqa: S311 - jitter, not secrecy
+        self._client = SimClient(
+            config.base_url,
+            api_key=config.credentials.get("api_key"),
+            api_secret=config.credentials.values.get("api_secret"),
+        )
+        self._events: asyncio.Queue[DomainEvent | None] = asyncio.Queue()  # None ends the stream
+        self._seen = SeenTradeIds()
+        self._symbols = mapping.SymbolMap([])
+        self._instruments: list[Instrument] = []
+        self._mode = AccountMode.NETTING
+        self._working: set[str] = set()
+        self._fill_cursor: int | None = None
+        self._stream_task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closed = False
+        self.reconnects = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            order_types=frozenset(OrderType),
+            time_in_force=frozenset(TimeInForce),
+            hedging=self._mode is AccountMode.HEDGING,
+            depth=True,
+        )
+
+    async def connect(self) -> None:
+        account = await self._client.get("/account", AccountBody)  # proves the credentials
+        self._mode = account.mode
+        bodies = await self._client.get("/instruments", list[InstrumentBody])
+        self._symbols = mapping.SymbolMap(bodies)
+        self._instruments = [mapping.instrument(b) for b in bodies]
+        # Start from the venue's latest fill: earlier ones are history, not news.
+        self._fill_cursor = await self._latest_fill_id()
+        self._stream_task = asyncio.create_task(self._run_stream(), name=f"sim-stream-{self.account_id}")
+        try:
+            async with asyncio.timeout(self.stream.connect_timeout_s):
+                await self._connected.wait()
+        except TimeoutError:
+            await self.close()
+            raise TransientBrokerError("the venue's event stream did not come up") from None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stream_task
+        await self._client.close()
+        self._events.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[DomainEvent]:
+        while (item := await self._events.get()) is not None:
+            yield item
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def instruments(self) -> list[Instrument]:
+        return list(self._instruments)
+
+    def _venue_symbol(self, symbol: str) -> str:
+        try:
+            return self._symbols.venue(symbol)
+        except KeyError:
+            raise OrderRefused(RefusalReason.INVALID_ORDER, f"the venue does not list {symbol}") from None
+
+    async def submit(self, order: OrderRequest) -> None:
+        body = NewOrder(
+            client_order_id=order.client_order_id,
+            symbol=self._venue_symbol(order.symbol),
+            side=order.side,
+            qty=order.qty,
+            type=order.type,
+            tif=order.tif,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+        )
+        # Tracked before sending: if the answer is lost, reconciliation still looks this order up.
+        self._working.add(order.client_order_id)
+        await self._client.command("POST", "/orders", OrderBody, body=body, client_order_id=order.client_order_id)
+
+    async def modify(self, change: ModifyRequest) -> None:
+        body = AmendOrder(qty=change.qty, limit_price=change.limit_price, stop_price=change.stop_price)
+        path = f"/orders/by-client-id/{change.client_order_id}"
+        await self._client.command("PATCH", path, OrderBody, body=body, client_order_id=change.client_order_id)
+
+    async def cancel(self, client_order_id: str) -> None:
+        path = f"/orders/by-client-id/{client_order_id}"
+        await self._client.command("DELETE", path, OrderBody, client_order_id=client_order_id)
+
+    async def cancel_all(self, symbol: str | None = None) -> None:
+        path = "/orders" + (f"?symbol={self._venue_symbol(symbol)}" if symbol else "")
+        await self._client.command("DELETE", path, list[OrderBody], client_order_id="*")
+
+    # --- reports -----------------------------------------------------------------------------
+
+    async def order(self, *, client_order_id: str | None = None, venue_order_id: str | None = None) -> Order | None:
+        if (client_order_id is None) == (venue_order_id is None):
+            raise ValueError("name the order by exactly one of client_order_id and venue_order_id")
+        path = f"/orders/by-client-id/{client_order_id}" if client_order_id else f"/orders/{venue_order_id}"
+        try:
+            body = await self._client.get(path, OrderBody)
+        except OrderRefused as exc:
+            if exc.reason is RefusalReason.UNKNOWN_ORDER:
+                return None
+            raise
+        return mapping.order(body, account_id=self.account_id, symbols=self._symbols)
+
+    async def open_orders(self) -> list[Order]:
+        bodies = await self._client.get("/orders", list[OrderBody], params={"status": "open"})
+        return [mapping.order(b, account_id=self.account_id, symbols=self._symbols) for b in bodies]
+
+    async def fills_since(self, cursor: str | None = None, *, limit: int = 500) -> FillPage:
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor is not None:
+            params["since_id"] = cursor
+        page = await self._client.get("/fills", FillsPage, params=params)
+        fills = [mapping.fill(f, account_id=self.account_id, symbols=self._symbols) for f in page.fills]
+        next_cursor = str(page.next_since_id) if page.next_since_id is not None else None
+        return FillPage(fills=fills, next_cursor=next_cursor)
+
+    async def positions(self) -> list[Position]:
+        bodies = await self._client.get("/positions", list[PositionBody])
+        return [mapping.position(b, account_id=self.account_id, symbols=self._symbols) for b in bodies]
+
+    async def balance(self) -> Balance:
+        return mapping.balance(await self._client.get("/account", AccountBody), account_id=self.account_id)
+
+    # --- the stream --------------------------------------------------------------------------
+
+    def _ws_url(self) -> str:
+        base = self.config.base_url.rstrip("/")
+        return "ws" + base.removeprefix("http") + "/ws"
+
+    def _emit(self, event: DomainEvent) -> None:
+        if isinstance(event, OrderFilled) and not self._seen.first_time(event.trade_id):
+            return  # the same fill reached us twice (stream and report, or a duplicated message)
+        if isinstance(event, (OrderCanceled, OrderExpired, OrderRejected)):
+            self._working.discard(event.client_order_id)
+        self._events.put_nowait(event)
+
+    def _connection_event(self, state: ConnectionState, *, gap_possible: bool, reason: str | None = None) -> None:
+        self._events.put_nowait(
+            ConnectionChanged(
+                account_id=self.account_id, ts=self.clock.now(), state=state, gap_possible=gap_possible, reason=reason
+            )
+        )
+
+    async def _run_stream(self) -> None:
+        attempt = 0
+        while not self._closed:
+            try:
+                async with connect(self._ws_url(), open_timeout=self.stream.connect_timeout_s) as ws:
+                    await self._handshake(ws)
+                    if self.reconnects or attempt:
+                        # Anything may have happened while we were away: read it back from reports.
+                        await self._reconcile()
+                    self._connected.set()
+                    self._connection_event(ConnectionState.CONNECTED, gap_possible=bool(self.reconnects))
+                    attempt = 0
+                    await self._pump(ws)
+                    reason = "connection closed by the venue"
+            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransientBrokerError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except OrderRefused as exc:  # bad credentials will not get better by retrying fast
+                reason = f"refused: {exc.detail}"
+            if self._stopping():
+                return
+            self.reconnects += 1
+            self._connection_event(ConnectionState.DISCONNECTED, gap_possible=True, reason=reason)
+            _log.warning("sim_stream_reconnecting", account_id=self.account_id, attempt=attempt, reason=reason)
+            await asyncio.sleep(self.stream.backoff.delay(attempt, self._rng))
+            attempt += 1
+
+    def _stopping(self) -> bool:
+        # A method, not the attribute: close() flips it while this task is suspended.
+        return self._closed
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(msgspec.json.encode({"op": "auth", "api_key": self._client.api_key}))
+        reply = msgspec.json.decode(await asyncio.wait_for(ws.recv(), self.stream.connect_timeout_s), type=_Envelope)
+        if reply.op != "auth" or reply.status != "ok":
+            raise OrderRefused(RefusalReason.AUTH, "the venue refused the stream's credentials")
+        channels = ["trade_updates"]
+        if self._instruments:
+            # A market-data channel that ticks steadily: its silence while pings continue is a stall.
+            channels.append(f"quotes:{self._instruments[0].venue_symbol}")
+        await ws.send(msgspec.json.encode({"op": "subscribe", "channels": channels}))
+
+    async def _pump(self, ws: ClientConnection) -> None:
+        while True:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), self.stream.stall_after_s)
+            except TimeoutError:
+                _log.warning("sim_stream_stalled", account_id=self.account_id, after_s=self.stream.stall_after_s)
+                await ws.close(code=1000, reason="stalled")
+                return
+            message = msgspec.json.decode(raw, type=_Envelope)
+            if message.op == "ping":
+                await ws.send(msgspec.json.encode({"op": "pong", "ts": message.ts}))
+                continue
+            if message.ch == "trade_updates" and message.data is not None:
+                update = msgspec.json.decode(message.data, type=TradeUpdate)
+                event = mapping.trade_update_event(
+                    update, account_id=self.account_id, symbols=self._symbols, received=self.clock.now()
+                )
+                if update.order.status.is_terminal and not isinstance(event, OrderFilled):
+                    self._working.discard(update.order.client_order_id)
+                if isinstance(event, OrderFilled) and update.order.status is OrderStatus.FILLED:
+                    self._working.discard(update.order.client_order_id)
+                self._emit(event)
+
+    async def _latest_fill_id(self) -> int | None:
+        cursor: str | None = None
+        latest: int | None = None
+        while True:
+            page = await self._client.get(
+                "/fills", FillsPage, params={"limit": 500} | ({"since_id": cursor} if cursor else {})
+            )
+            if page.fills:
+                latest = page.fills[-1].id
+            if page.next_since_id is None or not page.fills:
+                return latest
+            cursor = str(page.next_since_id)
+
+    async def _reconcile(self) -> None:
+        """Emit what the stream missed: fills after the last one seen, and final states of working orders."""
+        while True:
+            params: dict[str, str | int] = {"limit": 500}
+            if self._fill_cursor is not None:
+                params["since_id"] = self._fill_cursor
+            page = await self._client.get("/fills", FillsPage, params=params)
+            for body in page.fills:
+                self._fill_cursor = body.id
+                f = mapping.fill(body, account_id=self.account_id, symbols=self._symbols)
+                self._emit(
+                    OrderFilled(
+                        account_id=self.account_id,
+                        client_order_id=body.client_order_id,
+                        venue_order_id=body.order_id,
+                        ts=self.clock.now(),
+                        venue_ts=body.ts,
+                        trade_id=f.trade_id,
+                        symbol=f.symbol,
+                        side=f.side,
+                        last_qty=f.qty,
+                        last_price=f.price,
+                        commission=f.fee,
+                        commission_currency=f.fee_currency,
+                        liquidity=body.liquidity,
+                    )
+                )
+            if page.next_since_id is None or not page.fills:
+                break
+        for client_order_id in sorted(self._working):
+            report = await self.order(client_order_id=client_order_id)
+            if report is None:
+                continue
+            ids = mapping.EventIds(
+                account_id=self.account_id,
+                client_order_id=client_order_id,
+                venue_order_id=report.venue_order_id or report.id,
+                ts=self.clock.now(),
+                venue_ts=report.updated_at,
+            )
+            if report.status is OrderStatus.CANCELED:
+                self._emit(OrderCanceled(**ids, reason="seen in reconciliation"))
+            elif report.status is OrderStatus.EXPIRED:
+                self._emit(OrderExpired(**ids))
+            elif report.status is OrderStatus.REJECTED:
+                self._emit(OrderRejected(**ids, reason=report.reject_reason or "rejected by the venue"))
+            elif report.status is OrderStatus.FILLED:
+                self._working.discard(client_order_id)
+
+
+def _make(config: AdapterConfig) -> BrokerAdapter:
+    return SimAdapter(config)
+
+
+register_adapter(SimAdapter.kind, _make)
