@@ -241,6 +241,25 @@ def test_carried_rounding_keeps_realized_cash_exact() -> None:
     assert (acc.realized_pnl, acc.cash) == (D("1.00"), D("10001.00"))
 
 
+@pytest.mark.parametrize(("exit_price", "realized"), [("90.00", "-120.86"), ("90.02", "-119.96")])
+def test_a_half_cent_tie_under_an_inexact_average_rounds_half_even(exit_price: str, realized: str) -> None:
+    # 5561.14 / 60 does not terminate. The 45 closed realize exactly 45 * exit - 45/60 * 5561.14 (-120.855, -119.955),
+    # a tie the one cash rounding must see exactly: no residue of the rounded average may tip it.
+    acc = free("100000.00")
+    fill(acc, AAPL, BUY, "14", "101.51")
+    opened = fill(acc, AAPL, BUY, "46", "90.00")
+    assert opened.realized_pnl == 0
+    booking = fill(acc, AAPL, SELL, "45", exit_price)
+    assert (booking.realized_pnl, acc.realized_pnl, acc.cash) == (
+        D(realized),
+        D(realized),
+        D("100000.00") + D(realized),
+    )
+    acc.update_quote(quote("AAPL", "90.00"))
+    assert acc.unrealized_pnl == D("-40.285")  # 15 * 90 - 15/60 * 5561.14, exactly
+    assert acc.equity == (acc.cash + D("-40.285")).quantize(D("0.01"), rounding=ROUND_HALF_EVEN)
+
+
 # --- commissions and currency conversion -----------------------------------------------------------
 
 

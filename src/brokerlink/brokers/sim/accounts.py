@@ -1,10 +1,11 @@
 """Sim accounts: cash, netting or hedging positions, margin, commissions and currency conversion.
 
 **Currencies.** Positions and their P&L live in the instrument's quote currency and are exact
-(:mod:`brokerlink.domain.positions`). Cash lives in the account currency. Anything crossing from one
-to the other goes through the explicit rate source ``rates(source, target)`` (target units per
-source unit, e.g. ``rates("JPY", "USD") == 1 / USDJPY``), called at the moment of the conversion:
-realized P&L and commissions at the fill, unrealized P&L and margin whenever they are read.
+(:mod:`brokerlink.domain.positions`; each position is held with its exact cost basis). Cash lives in
+the account currency. Anything crossing from one to the other goes through the explicit rate source
+``rates(source, target)`` (target units per source unit, e.g. ``rates("JPY", "USD") == 1 / USDJPY``),
+called at the moment of the conversion: realized P&L and commissions at the fill, unrealized P&L and
+margin whenever they are read.
 
 **Rounding** (all named, all in the account currency's minor unit: cents, whole yen):
 
@@ -155,7 +156,8 @@ class SimAccount:
         )
         self._unit = Decimal(1).scaleb(-CURRENCY_DECIMALS.get(currency, 2))
         self._cash = self._on_grid("cash", cash)
-        self._positions: dict[str, Position] = {}  # insertion order is opening order: FIFO relies on it
+        # Each position with its exact cost basis; insertion order is opening order: FIFO relies on it.
+        self._positions: dict[str, positions.Holding] = {}
         self._instruments: dict[str, Instrument] = {}
         self._quotes: dict[str, Quote] = {}
         self._last_price: dict[str, Decimal] = {}
@@ -220,8 +222,13 @@ class SimAccount:
             return self._last_price[position.symbol]
         return quote.bid if position.qty > 0 else quote.ask
 
-    def _open(self) -> list[tuple[str, Position]]:
-        return [(pid, pos) for pid, pos in self._positions.items() if not pos.is_flat]
+    def _open(self) -> list[tuple[str, positions.Holding]]:
+        return [(pid, held) for pid, held in self._positions.items() if not held.position.is_flat]
+
+    def _marked(self, held: positions.Holding) -> Position:
+        """The position with its unrealized P&L at its close-out mark, from the exact cost basis (quote currency)."""
+        pos = held.position
+        return positions.mark(held, self._mark_price(pos), self._instruments[pos.symbol].contract_size).position
 
     @property
     def cash(self) -> Decimal:
@@ -242,10 +249,10 @@ class SimAccount:
     def unrealized_pnl(self) -> Decimal:
         """Unrealized P&L of the open positions at their close-out marks, converted, unrounded."""
         total = _ZERO
-        for _, pos in self._open():
-            inst = self._instruments[pos.symbol]
-            marked = positions.mark(pos, self._mark_price(pos), inst.contract_size)
-            total = _WIDE.add(total, _WIDE.multiply(marked.unrealized_pnl, self.rate(inst.quote)))
+        for _, held in self._open():
+            marked = self._marked(held)
+            rate = self.rate(self._instruments[marked.symbol].quote)
+            total = _WIDE.add(total, _WIDE.multiply(marked.unrealized_pnl, rate))
         return total
 
     @property
@@ -257,7 +264,8 @@ class SimAccount:
     def margin_used(self) -> Decimal:
         """Margin held by the open positions, rounded up to the unit."""
         total = _ZERO
-        for _, pos in self._open():
+        for _, held in self._open():
+            pos = held.position
             margin = self._margin_exact(self._instruments[pos.symbol], pos.qty, self._mark_price(pos))
             total = _WIDE.add(total, margin)
         return self._round(total, MARGIN_ROUNDING)
@@ -311,7 +319,7 @@ class SimAccount:
         if position_id not in (None, symbol):
             raise InvalidInput(f"position_id: a netting account has one position per symbol ({symbol!r})")
         qty = abs(signed)
-        held = self._positions[symbol].qty if symbol in self._positions else _ZERO
+        held = self._positions[symbol].position.qty if symbol in self._positions else _ZERO
         if held * signed >= 0:
             return [_Leg(symbol, qty, opens=True)]
         # Reducing: only the part beyond the held size (a flip) opens new exposure.
@@ -325,7 +333,8 @@ class SimAccount:
             return [_Leg(f"{self.account_id}-{self._next_position + 1}", qty, opens=True)]
         if position_id == FIFO:
             legs, left = [], qty
-            for pid, held in self._open():
+            for pid, holding in self._open():
+                held = holding.position
                 if left and held.symbol == symbol and held.qty * signed < 0:
                     take = min(left, abs(held.qty))
                     legs.append(_Leg(pid, take, opens=False))
@@ -333,7 +342,7 @@ class SimAccount:
             if left:
                 raise InvalidInput(f"FIFO close of {qty} {symbol}: only {qty - left} open on the other side")
             return legs
-        target = self._positions.get(position_id)
+        target = self._positions[position_id].position if position_id in self._positions else None
         if target is None or target.symbol != symbol:
             raise NotFound(f"no open {symbol} position {position_id!r}", extra={"position_id": position_id})
         if target.qty * signed > 0:
@@ -402,7 +411,8 @@ class SimAccount:
             if pid not in self._positions:
                 if self.mode is AccountMode.HEDGING:
                     self._next_position += 1  # _plan peeked at this id; now it is taken
-                self._positions[pid] = Position(account_id=self.account_id, symbol=instrument.symbol)
+                flat = Position(account_id=self.account_id, symbol=instrument.symbol)
+                self._positions[pid] = positions.Holding(position=flat)
             before = self._positions[pid]
             fill = Fill(
                 trade_id=trade_id,
@@ -416,8 +426,10 @@ class SimAccount:
                 ts=self._clock.now(),
             )
             after = positions.apply_fill(before, fill, contract_size=instrument.contract_size)
-            realized_quote = _WIDE.add(realized_quote, _WIDE.subtract(after.realized_pnl, before.realized_pnl))
-            if after.is_flat and self.mode is AccountMode.HEDGING:
+            realized_quote = _WIDE.add(
+                realized_quote, _WIDE.subtract(after.position.realized_pnl, before.position.realized_pnl)
+            )
+            if after.position.is_flat and self.mode is AccountMode.HEDGING:
                 del self._positions[pid]  # a closed hedge position is gone; its P&L is in cash
             else:
                 self._positions[pid] = after
@@ -449,13 +461,7 @@ class SimAccount:
 
     def open_positions(self) -> list[OpenPosition]:
         """Open positions with their ids, oldest first, marked at their close-out prices (quote currency)."""
-        return [
-            OpenPosition(
-                id=pid,
-                position=positions.mark(pos, self._mark_price(pos), self._instruments[pos.symbol].contract_size),
-            )
-            for pid, pos in self._open()
-        ]
+        return [OpenPosition(id=pid, position=self._marked(held)) for pid, held in self._open()]
 
     def snapshot(self) -> tuple[Balance, list[Position]]:
         """The balance now and the open positions (one per symbol in netting mode, one per id in hedging)."""
