@@ -12,6 +12,7 @@ from rich.console import Console
 
 from brokerlink import __version__
 from brokerlink.cli import server
+from brokerlink.cli.sim import sim_app
 from brokerlink.config import Settings
 from brokerlink.domain.enums import Role
 from brokerlink.kit.errors import BrokerlinkError
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 user_app = typer.Typer(help="Manage first-party users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
+app.add_typer(sim_app, name="sim")
 console = Console()
 err = Console(stderr=True)
 

@@ -1,0 +1,67 @@
+"""``brokerlink sim``: run the built-in sim venue on its own, on loopback."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Literal
+
+import msgspec
+import typer
+from rich.console import Console
+
+sim_app = typer.Typer(help="The built-in sim broker venue.", no_args_is_help=True)
+console = Console()
+
+SetName = Literal["fx", "equities", "crypto"]
+
+
+def _exit_after_graceful_shutdown(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@sim_app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8100,
+    instrument_set: Annotated[str | None, typer.Option("--set", help="fx, crypto or equities.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Market data seed.")] = None,
+    mode: Annotated[str | None, typer.Option(help="normal, test or demo (test/demo mount /_control).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A JSON VenueConfig file; flags override it.")] = None,
+) -> None:
+    """Run the sim venue (REST under /api/v1, WebSocket at /ws) until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from brokerlink.brokers.sim.venue import VenueConfig, create_venue_app
+
+    try:
+        venue_config = VenueConfig.load(config) if config else VenueConfig()
+        changes: dict[str, object] = {}
+        if instrument_set is not None:
+            changes["instrument_set"] = instrument_set
+        if seed is not None:
+            changes["seed"] = seed
+        if mode is not None:
+            changes["mode"] = mode
+        # Round-trip through msgspec so flag values are validated like the file's.
+        merged = msgspec.structs.asdict(venue_config) | changes
+        venue_config = msgspec.convert(merged, VenueConfig, from_attributes=True)
+    except (OSError, msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    set_name: SetName = venue_config.instrument_set
+    console.print(
+        f"sim venue ({set_name}, seed {venue_config.seed}, mode {venue_config.mode}) on http://127.0.0.1:{port}"
+    )
+    # Uvicorn drains and runs the lifespan shutdown on SIGINT/SIGTERM, then re-raises the signal to the
+    # handler installed before it: make that a clean exit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_after_graceful_shutdown)
+    uvicorn.run(
+        create_venue_app(venue_config),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
