@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -42,11 +43,13 @@ from brokerlink.brokers.sim.wire import (
     OrderBody,
     PositionBody,
     TradeUpdate,
+    sign,
 )
 from brokerlink.domain.enums import AccountMode, ConnectionState, OrderStatus, OrderType, TimeInForce
 from brokerlink.domain.events import (
     ConnectionChanged,
     DomainEvent,
+    OrderAccepted,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
@@ -90,7 +93,7 @@ class _Envelope(msgspec.Struct, frozen=True):
     status: str | None = None
     ch: str | None = None
     seq: int | None = None
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.Raw(b"")  # decoded only for the channels we read
     ts: int | None = None
 
 
@@ -122,6 +125,7 @@ class SimAdapter(BrokerAdapter):
         self._instruments: list[Instrument] = []
         self._mode = AccountMode.NETTING
         self._working: set[str] = set()
+        self._accepted: set[str] = set()  # working orders whose acceptance we have reported
         self._fill_cursor: int | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -252,6 +256,10 @@ class SimAdapter(BrokerAdapter):
     def _emit(self, event: DomainEvent) -> None:
         if isinstance(event, OrderFilled) and not self._seen.first_time(event.trade_id):
             return  # the same fill reached us twice (stream and report, or a duplicated message)
+        if isinstance(event, OrderAccepted):
+            if event.client_order_id in self._accepted:
+                return  # reconciliation already reported it
+            self._accepted.add(event.client_order_id)
         if isinstance(event, (OrderCanceled, OrderExpired, OrderRejected)):
             self._working.discard(event.client_order_id)
         self._events.put_nowait(event)
@@ -293,30 +301,42 @@ class SimAdapter(BrokerAdapter):
         # A method, not the attribute: close() flips it while this task is suspended.
         return self._closed
 
+    async def _send(self, ws: ClientConnection, message: dict[str, object]) -> None:
+        # JSON travels in text frames (the venue, like real ones, reads text).
+        await ws.send(msgspec.json.encode(message).decode())
+
     async def _handshake(self, ws: ClientConnection) -> None:
-        await ws.send(msgspec.json.encode({"op": "auth", "api_key": self._client.api_key}))
-        reply = msgspec.json.decode(await asyncio.wait_for(ws.recv(), self.stream.connect_timeout_s), type=_Envelope)
+        auth: dict[str, object] = {"op": "auth", "api_key": self._client.api_key}
+        if self._client.api_secret is not None:
+            ts = time.time_ns() // 1_000_000
+            auth |= {"ts": ts, "signature": sign(self._client.api_secret, ts, "GET", "/ws", b"")}
+        await self._send(ws, auth)
+        async with asyncio.timeout(self.stream.connect_timeout_s):
+            reply = msgspec.json.decode(await ws.recv(), type=_Envelope)
         if reply.op != "auth" or reply.status != "ok":
             raise OrderRefused(RefusalReason.AUTH, "the venue refused the stream's credentials")
         channels = ["trade_updates"]
         if self._instruments:
             # A market-data channel that ticks steadily: its silence while pings continue is a stall.
             channels.append(f"quotes:{self._instruments[0].venue_symbol}")
-        await ws.send(msgspec.json.encode({"op": "subscribe", "channels": channels}))
+        await self._send(ws, {"op": "subscribe", "channels": channels})
 
     async def _pump(self, ws: ClientConnection) -> None:
         while True:
             try:
-                raw = await asyncio.wait_for(ws.recv(), self.stream.stall_after_s)
+                # asyncio.timeout, not wait_for: wait_for runs recv() in an inner task that can outlive
+                # a cancellation of ours (seen as close() hanging); timeout() cancels this task itself.
+                async with asyncio.timeout(self.stream.stall_after_s):
+                    raw = await ws.recv()
             except TimeoutError:
                 _log.warning("sim_stream_stalled", account_id=self.account_id, after_s=self.stream.stall_after_s)
                 await ws.close(code=1000, reason="stalled")
                 return
             message = msgspec.json.decode(raw, type=_Envelope)
             if message.op == "ping":
-                await ws.send(msgspec.json.encode({"op": "pong", "ts": message.ts}))
+                await self._send(ws, {"op": "pong", "ts": message.ts})
                 continue
-            if message.ch == "trade_updates" and message.data is not None:
+            if message.ch == "trade_updates" and message.data:
                 update = msgspec.json.decode(message.data, type=TradeUpdate)
                 event = mapping.trade_update_event(
                     update, account_id=self.account_id, symbols=self._symbols, received=self.clock.now()
@@ -380,6 +400,9 @@ class SimAdapter(BrokerAdapter):
                 ts=self.clock.now(),
                 venue_ts=report.updated_at,
             )
+            if client_order_id not in self._accepted and report.status is not OrderStatus.REJECTED:
+                # Accepted while we were away: report it before anything that happened to it since.
+                self._emit(OrderAccepted(**ids))
             if report.status is OrderStatus.CANCELED:
                 self._emit(OrderCanceled(**ids, reason="seen in reconciliation"))
             elif report.status is OrderStatus.EXPIRED:
