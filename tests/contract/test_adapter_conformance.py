@@ -2,7 +2,9 @@
 
 Run here against the sim adapter and the sim venue as a real server on loopback. What it holds
 every adapter to (issue 3): orders end in the right state, no fill is lost or counted twice, an
-unknown outcome is resolved without a duplicate order, positions after a reconnect equal the venue's.
+unknown outcome is resolved without a duplicate order, positions after a reconnect equal the venue's;
+for adapters with market data, the local book equals the venue's, also after a gap and a reconnect;
+an injected refusal or clock skew is a definitive refusal that leaves no order behind.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import pytest
 
 from brokerlink.brokers.base import (
     BrokerAdapter,
+    MarketDataAdapter,
+    OrderBookView,
     OrderRefused,
     OrderRequest,
     OutcomeUnknown,
     RefusalReason,
+    TransientBrokerError,
     resolve_outcome,
 )
 from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import ConnectionChanged, DomainEvent, OrderAccepted, OrderCanceled, OrderFilled
-from tests.contract.harness import FAULTS, VenueHarness, sim_venue
+from tests.contract.harness import ALL_FAULTS, FAULTS, VenueHarness, sim_venue
 
 pytestmark = pytest.mark.e2e
 _ids = itertools.count(1)
@@ -38,6 +43,10 @@ FAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "fail_after_accept": {"fail_after_accept": 1},
     "duplicate_events": {"duplicate_events": 1.0},
     "reorder_events": {"reorder_events": 0.5},
+    # Dedicated tests below: each changes what the right outcome is.
+    "depth_gap": {"depth_gap": 1},
+    "reject_next": {"reject_next": 1},
+    "clock_skew_ms": {"clock_skew_ms": 120_000},
 }
 
 
@@ -226,3 +235,121 @@ async def test_positions_after_a_reconnect_equal_the_venues(
     assert streamed == expected, "every fill arrived once, through the stream or reconciliation"
     positions = {p.symbol: p.qty for p in await adapter.positions()}
     assert positions.get(venue.symbol, Decimal(0)) == expected
+
+
+# --- every fault the venue can inject --------------------------------------------------------
+
+
+async def test_every_injectable_fault_is_exercised(venue: VenueHarness) -> None:
+    used = {name for fault in ALL_FAULTS for name in FAULT_SETTINGS[fault]}
+    assert set(ALL_FAULTS) == set(FAULT_SETTINGS), "every named fault has settings, and is run"
+    assert set(venue.injectable_faults) <= used, f"not exercised: {set(venue.injectable_faults) - used}"
+
+
+# --- market data -----------------------------------------------------------------------------
+
+
+async def book_equals_venue(
+    adapter: MarketDataAdapter, venue: VenueHarness, *, after_resyncs: int = 0, polls: int = 200
+) -> OrderBookView:
+    """Poll until the adapter's book, at the same update id as a fresh venue snapshot, equals it.
+
+    The market keeps moving, so the two are compared only when they describe the same update; a
+    mismatch at the same update id fails at once. ``after_resyncs``: also wait for that many resyncs.
+    """
+    seen: OrderBookView | None = None
+    for _ in range(polls):  # each poll takes at most ~0.15 s: bounded
+        snapshot = await venue.depth_snapshot()
+        for _ in range(10):
+            seen = adapter.book(venue.symbol)
+            if seen is not None and seen.update_id >= snapshot.update_id:
+                break
+            await asyncio.sleep(0.01)
+        if seen is not None and seen.resyncs >= after_resyncs and seen.update_id == snapshot.update_id:
+            assert seen.bids == snapshot.bids
+            assert seen.asks == snapshot.asks
+            return seen
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the adapter's book never matched the venue's at the same update id; last seen {seen!r}")
+
+
+async def test_the_local_book_equals_the_venues_across_gaps_and_reconnects(
+    venue: VenueHarness, connected: tuple[BrokerAdapter, EventLog]
+) -> None:
+    adapter, log = connected
+    assert isinstance(adapter, MarketDataAdapter) == adapter.capabilities.depth, "capability and methods agree"
+    if not isinstance(adapter, MarketDataAdapter):
+        return  # no market data to hold to the venue's: the agreement above is the whole contract
+    await adapter.subscribe_depth(venue.symbol)
+    await venue.advance()
+    first = await book_equals_venue(adapter, venue)
+    assert first.bids, "the venue's book has bids"
+    assert first.asks, "the venue's book has asks"
+    await venue.advance()
+    moved = await book_equals_venue(adapter, venue)
+    assert moved.update_id > first.update_id, "the book followed the market's diffs"
+    assert moved.resyncs == first.resyncs, "no resync without a gap"
+
+    await venue.set_faults(**FAULT_SETTINGS["depth_gap"])  # one diff never reaches us
+    after_gap = await book_equals_venue(adapter, venue, after_resyncs=moved.resyncs + 1)
+    assert after_gap.update_id > moved.update_id
+
+    await venue.set_faults(drop_connections=True)  # diffs sent while away are lost: rebuilt after reconnect
+    await log.wait_for(
+        lambda ev: any(isinstance(e, ConnectionChanged) and e.state is ConnectionState.DISCONNECTED for e in ev)
+    )
+    await book_equals_venue(adapter, venue, after_resyncs=after_gap.resyncs + 1)
+
+
+# --- refusals --------------------------------------------------------------------------------
+
+
+async def test_an_injected_rejection_is_definitive_and_leaves_no_order(
+    venue: VenueHarness, connected: tuple[BrokerAdapter, EventLog]
+) -> None:
+    adapter, log = connected
+    await venue.set_faults(**FAULT_SETTINGS["reject_next"])
+    refused = market(venue)
+    with pytest.raises(OrderRefused) as info:
+        await adapter.submit(refused)
+    assert info.value.reason is RefusalReason.INVALID_ORDER
+    assert not isinstance(info.value, TransientBrokerError)
+    assert await adapter.order(client_order_id=refused.client_order_id) is None, "refused: the venue has no order"
+    follow_up = market(venue)  # the fault was used up by the refused order: the next one fills
+    await place(adapter, follow_up)
+    await log.wait_for(lambda _: sum(f.last_qty for f in log.fills(follow_up.client_order_id)) >= follow_up.qty)
+    assert not [e for e in log.events if getattr(e, "client_order_id", None) == refused.client_order_id], (
+        "no event at all for the refused order: no acceptance, no fill"
+    )
+    venue_fills = (await adapter.fills_since(None)).fills
+    assert not [f for f in venue_fills if f.client_order_id == refused.client_order_id]
+
+
+async def test_clock_skew_on_a_signed_venue_is_an_auth_refusal_until_cleared() -> None:
+    async with sim_venue(signed=True) as venue:
+        adapter = venue.adapter()
+        await adapter.connect()
+        log = EventLog(adapter)
+        try:
+            await venue.set_faults(**FAULT_SETTINGS["clock_skew_ms"])  # far outside the 5 s receive window
+            skewed = market(venue)
+            with pytest.raises(OrderRefused) as info:
+                await adapter.submit(skewed)
+            assert info.value.reason is RefusalReason.AUTH
+            assert not isinstance(info.value, TransientBrokerError), "definitive: not retried as transient"
+            with pytest.raises(OrderRefused) as read_info:
+                await adapter.balance()
+            assert read_info.value.reason is RefusalReason.AUTH
+
+            await venue.clear_faults()
+            assert await adapter.order(client_order_id=skewed.client_order_id) is None, "never executed"
+            after = market(venue)
+            await place(adapter, after)  # the same adapter works again
+            await log.wait_for(lambda _: sum(f.last_qty for f in log.fills(after.client_order_id)) >= after.qty)
+            report = await adapter.order(client_order_id=after.client_order_id)
+            assert report is not None
+            assert report.status is OrderStatus.FILLED
+        finally:
+            await venue.clear_faults()
+            await adapter.close()
+            await log.aclose()

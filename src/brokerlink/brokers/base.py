@@ -263,6 +263,38 @@ class BrokerAdapter(ABC):
         """Normalized events in arrival order, each fill exactly once. Ends after :meth:`close`."""
 
 
+# --- optional: market data -------------------------------------------------------------------
+
+
+class OrderBookView(msgspec.Struct, frozen=True, kw_only=True):
+    """A copy of an adapter's local order book for one symbol: levels best first, as ``(price, qty)``."""
+
+    symbol: str
+    """Canonical symbol."""
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+    update_id: int
+    """The venue's update id the book reflects (compare with a venue snapshot of the same id)."""
+    resyncs: int
+    """How often the book was (re)built from a snapshot: the first sync, then once per gap or reconnect."""
+
+
+class MarketDataAdapter(ABC):
+    """Optional mix-in for adapters that keep local order books (``capabilities.depth``).
+
+    Callers check ``isinstance(adapter, MarketDataAdapter)`` before using it. The adapter keeps each
+    subscribed book in sync by itself, across gaps in the venue's diff stream and reconnects.
+    """
+
+    @abstractmethod
+    async def subscribe_depth(self, symbol: str) -> None:
+        """Start keeping the book of ``symbol`` (canonical). Returns once requested; see :meth:`book`."""
+
+    @abstractmethod
+    def book(self, symbol: str) -> OrderBookView | None:
+        """The current book of ``symbol``, or ``None`` while it is not in sync (not yet, or resyncing)."""
+
+
 # --- helpers every adapter uses -----------------------------------------------------------------
 
 

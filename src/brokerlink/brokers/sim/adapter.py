@@ -5,6 +5,11 @@ signed REST, outcomes over the ``trade_updates`` WebSocket channel. The stream r
 with exponential backoff and full jitter, treats "pings but no data" as a stall, and after every
 reconnect reconciles from reports (fills since the last one seen, the state of every order still
 working) so that nothing that happened while it was away is lost or counted twice.
+
+Market data (:class:`~brokerlink.brokers.base.MarketDataAdapter`): depth books ride the same
+WebSocket (``depth:SYM``). Each is kept by a :class:`~brokerlink.brokers.sim.depth.DepthBook` and
+rebuilt from ``GET /depth/SYM`` plus the buffered diffs when it starts, after a gap, and after every
+reconnect (diffs sent while we were away are lost, so the old book cannot be trusted).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from brokerlink.brokers.base import (
     BrokerAdapter,
     Capabilities,
     FillPage,
+    MarketDataAdapter,
     ModifyRequest,
+    OrderBookView,
     OrderRefused,
     OrderRequest,
     RefusalReason,
@@ -34,9 +41,12 @@ from brokerlink.brokers.base import (
 )
 from brokerlink.brokers.sim import mapping
 from brokerlink.brokers.sim.client import SimClient
+from brokerlink.brokers.sim.depth import DepthBook
 from brokerlink.brokers.sim.wire import (
     AccountBody,
     AmendOrder,
+    DepthBody,
+    DepthDiff,
     FillsPage,
     InstrumentBody,
     NewOrder,
@@ -95,9 +105,10 @@ class _Envelope(msgspec.Struct, frozen=True):
     seq: int | None = None
     data: msgspec.Raw = msgspec.Raw(b"")  # decoded only for the channels we read
     ts: int | None = None
+    channels: list[str] | None = None  # in a subscribe reply: the connection's channels now
 
 
-class SimAdapter(BrokerAdapter):
+class SimAdapter(BrokerAdapter, MarketDataAdapter):
     """One account at a sim venue. Credentials: ``api_key`` and, for a signed venue, ``api_secret``."""
 
     kind = "sim"
@@ -131,6 +142,9 @@ class SimAdapter(BrokerAdapter):
         self._connected = asyncio.Event()
         self._closed = False
         self.reconnects = 0
+        self._books: dict[str, DepthBook] = {}  # by venue symbol
+        self._resyncs: dict[str, asyncio.Task[None]] = {}  # snapshot fetches in flight, by venue symbol
+        self._ws: ClientConnection | None = None  # the live, authenticated connection
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -167,6 +181,7 @@ class SimAdapter(BrokerAdapter):
             self._stream_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stream_task
+        await self._stop_resyncs()
         await self._client.close()
         self._events.put_nowait(None)
 
@@ -247,6 +262,74 @@ class SimAdapter(BrokerAdapter):
     async def balance(self) -> Balance:
         return mapping.balance(await self._client.get("/account", AccountBody), account_id=self.account_id)
 
+    # --- market data -------------------------------------------------------------------------
+
+    async def subscribe_depth(self, symbol: str) -> None:
+        """Keep the book of ``symbol``; it is in sync (see :meth:`book`) once its snapshot has been applied."""
+        venue_symbol = self._venue_symbol(symbol)
+        if venue_symbol in self._books:
+            return
+        self._books[venue_symbol] = DepthBook(venue_symbol)
+        ws = self._ws
+        if ws is not None:
+            # Without a live connection there is nothing to do now: every handshake subscribes all books.
+            with contextlib.suppress(ConnectionClosed):
+                await self._send(ws, {"op": "subscribe", "channels": [f"depth:{venue_symbol}"]})
+
+    def book(self, symbol: str) -> OrderBookView | None:
+        """A copy of the book of ``symbol``; ``None`` if not subscribed or not in sync right now."""
+        book = self._books.get(self._venue_symbol(symbol))
+        if book is None or not book.synced:
+            return None
+        bids, asks = book.levels()
+        return OrderBookView(symbol=symbol, bids=bids, asks=asks, update_id=book.last_update_id, resyncs=book.resyncs)
+
+    def _want_snapshot(self, venue_symbol: str) -> None:
+        """Start fetching a snapshot for a book that needs one, unless a fetch is already running."""
+        book = self._books.get(venue_symbol)
+        if book is None or not book.needs_snapshot:
+            return
+        running = self._resyncs.get(venue_symbol)
+        if running is not None and not running.done():
+            return
+        self._resyncs[venue_symbol] = asyncio.create_task(
+            self._resync(venue_symbol, book), name=f"sim-depth-{venue_symbol}-{self.account_id}"
+        )
+
+    async def _resync(self, venue_symbol: str, book: DepthBook) -> None:
+        """Load snapshots until the book is in sync; diffs keep buffering in the book meanwhile."""
+        attempt = 0
+        while book.needs_snapshot and not self._stopping():
+            try:
+                snapshot = await self._client.get(f"/depth/{venue_symbol}", DepthBody)
+            except (TransientBrokerError, OrderRefused) as exc:
+                # Refusals too are retried, with backoff: a skewed clock passes, and the book must not stay stale.
+                _log.warning("sim_depth_snapshot_failed", symbol=venue_symbol, attempt=attempt, error=str(exc))
+            else:
+                if book.load_snapshot(snapshot):
+                    _log.info("sim_depth_synced", symbol=venue_symbol, update_id=book.last_update_id)
+                    return
+                # The buffered diffs have a hole after this snapshot: a newer snapshot covers it.
+            await asyncio.sleep(self.stream.backoff.delay(attempt, self._rng))
+            attempt = min(attempt + 1, 16)  # past the cap anyway; keeps 2**attempt small
+
+    async def _stop_resyncs(self) -> None:
+        tasks = list(self._resyncs.values())
+        self._resyncs.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_depth(self, venue_symbol: str, data: msgspec.Raw) -> None:
+        book = self._books.get(venue_symbol)
+        if book is None:
+            return
+        gaps = book.gaps
+        book.on_diff(msgspec.json.decode(data, type=DepthDiff))
+        if book.gaps != gaps:
+            _log.warning("sim_depth_gap", symbol=venue_symbol, after_update_id=book.last_update_id)
+        self._want_snapshot(venue_symbol)
+
     # --- the stream --------------------------------------------------------------------------
 
     def _ws_url(self) -> str:
@@ -276,15 +359,20 @@ class SimAdapter(BrokerAdapter):
         while not self._closed:
             try:
                 async with connect(self._ws_url(), open_timeout=self.stream.connect_timeout_s) as ws:
-                    await self._handshake(ws)
-                    if self.reconnects or attempt:
-                        # Anything may have happened while we were away: read it back from reports.
-                        await self._reconcile()
-                    self._connected.set()
-                    self._connection_event(ConnectionState.CONNECTED, gap_possible=bool(self.reconnects))
-                    attempt = 0
-                    await self._pump(ws)
-                    reason = "connection closed by the venue"
+                    try:
+                        await self._handshake(ws)
+                        if self.reconnects or attempt:
+                            # Anything may have happened while we were away: read it back from reports.
+                            await self._reconcile()
+                        self._connected.set()
+                        self._connection_event(ConnectionState.CONNECTED, gap_possible=bool(self.reconnects))
+                        attempt = 0
+                        await self._pump(ws)
+                        reason = "connection closed by the venue"
+                    finally:
+                        # A snapshot fetched for this connection must not land in the next one's books.
+                        self._ws = None
+                        await self._stop_resyncs()
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransientBrokerError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except OrderRefused as exc:  # bad credentials will not get better by retrying fast
@@ -315,10 +403,16 @@ class SimAdapter(BrokerAdapter):
             reply = msgspec.json.decode(await ws.recv(), type=_Envelope)
         if reply.op != "auth" or reply.status != "ok":
             raise OrderRefused(RefusalReason.AUTH, "the venue refused the stream's credentials")
+        # Set before building the channel list, so a subscribe_depth() from now on either is in the
+        # list or sends its own subscribe on this connection.
+        self._ws = ws
         channels = ["trade_updates"]
         if self._instruments:
             # A market-data channel that ticks steadily: its silence while pings continue is a stall.
             channels.append(f"quotes:{self._instruments[0].venue_symbol}")
+        for venue_symbol, book in self._books.items():
+            book.reset()  # diffs sent while we were away are lost: rebuild from a snapshot
+            channels.append(f"depth:{venue_symbol}")
         await self._send(ws, {"op": "subscribe", "channels": channels})
 
     async def _pump(self, ws: ClientConnection) -> None:
@@ -335,6 +429,16 @@ class SimAdapter(BrokerAdapter):
             message = msgspec.json.decode(raw, type=_Envelope)
             if message.op == "ping":
                 await self._send(ws, {"op": "pong", "ts": message.ts})
+                continue
+            if message.op == "subscribe" and message.channels:
+                # The subscription is live: diffs from now on reach us, so a snapshot fetched now is enough.
+                for channel in message.channels:
+                    kind, _, venue_symbol = channel.partition(":")
+                    if kind == "depth":
+                        self._want_snapshot(venue_symbol)
+                continue
+            if message.ch is not None and message.ch.startswith("depth:") and message.data:
+                self._on_depth(message.ch.removeprefix("depth:"), message.data)
                 continue
             if message.ch == "trade_updates" and message.data:
                 update = msgspec.json.decode(message.data, type=TradeUpdate)
