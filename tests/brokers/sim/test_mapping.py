@@ -8,7 +8,15 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from brokerlink.brokers.sim.mapping import SymbolMap, canonical_symbol, fill, instrument, order, trade_update_event
+from brokerlink.brokers.sim.mapping import (
+    SymbolMap,
+    canonical_symbol,
+    fill,
+    fill_event,
+    instrument,
+    order,
+    trade_update_event,
+)
 from brokerlink.brokers.sim.wire import FillBody, InstrumentBody, OrderBody, TradeUpdate
 from brokerlink.domain.enums import AssetClass, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import (
@@ -99,6 +107,14 @@ def test_fill_uses_the_execution_id_as_trade_id() -> None:
     )
     f = fill(body, account_id="acc_1", symbols=SYMBOLS)
     assert (f.trade_id, f.symbol, f.fee, f.fee_currency) == ("E-3", "EUR/USD", Decimal("1.52"), "USD")
+    event = fill_event(body, account_id="acc_1", symbols=SYMBOLS, received=T1)
+    assert (event.trade_id, event.symbol, event.last_qty, event.commission) == (
+        "E-3",
+        "EUR/USD",
+        Decimal("0.04"),
+        Decimal("1.52"),
+    )
+    assert (event.ts, event.venue_ts, event.liquidity) == (T1, T1, "taker")
 
 
 @pytest.mark.parametrize(

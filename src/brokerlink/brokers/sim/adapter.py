@@ -473,22 +473,9 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
             page = await self._client.get("/fills", FillsPage, params=params)
             for body in page.fills:
                 self._fill_cursor = body.id
-                f = mapping.fill(body, account_id=self.account_id, symbols=self._symbols)
                 self._emit(
-                    OrderFilled(
-                        account_id=self.account_id,
-                        client_order_id=body.client_order_id,
-                        venue_order_id=body.order_id,
-                        ts=self.clock.now(),
-                        venue_ts=body.ts,
-                        trade_id=f.trade_id,
-                        symbol=f.symbol,
-                        side=f.side,
-                        last_qty=f.qty,
-                        last_price=f.price,
-                        commission=f.fee,
-                        commission_currency=f.fee_currency,
-                        liquidity=body.liquidity,
+                    mapping.fill_event(
+                        body, account_id=self.account_id, symbols=self._symbols, received=self.clock.now()
                     )
                 )
             if page.next_since_id is None or not page.fills:

@@ -110,6 +110,25 @@ def fill(body: FillBody, *, account_id: str, symbols: SymbolMap) -> Fill:
     )
 
 
+def fill_event(body: FillBody, *, account_id: str, symbols: SymbolMap, received: datetime) -> OrderFilled:
+    """A fill read from a report (reconciliation) as the event the stream would have carried."""
+    return OrderFilled(
+        account_id=account_id,
+        client_order_id=body.client_order_id,
+        venue_order_id=body.order_id,
+        ts=received,
+        venue_ts=body.ts,
+        trade_id=body.execution_id,
+        symbol=symbols.canonical(body.symbol),
+        side=body.side,
+        last_qty=body.qty,
+        last_price=body.price,
+        commission=body.commission,
+        commission_currency=body.commission_currency,
+        liquidity=body.liquidity,
+    )
+
+
 def position(body: PositionBody, *, account_id: str, symbols: SymbolMap) -> Position:
     """One open position (in hedging mode, one of several for its symbol)."""
     return Position(
