@@ -15,11 +15,10 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from brokerlink import __version__
-from brokerlink.api.auth.cookies import clear_session_cookie, session_cookie
+from brokerlink.api.auth.cookies import sign_in, sign_out
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
 from brokerlink.api.guards import require_form_body
 from brokerlink.kit.errors import BrokerlinkError, InvalidCredentials
-from brokerlink.security.sessions import SessionService
 from brokerlink.security.users import UserService
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.users import UserRepository
@@ -50,10 +49,6 @@ def safe_next(target: str) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target or any(ord(c) < 32 for c in target):
         return "/"
     return target
-
-
-def _client(request: Request[Any, Any, Any]) -> tuple[str | None, str | None]:
-    return (request.client.host if request.client else None), request.headers.get("user-agent")
 
 
 @get("/", include_in_schema=False)
@@ -102,15 +97,8 @@ async def login_submit(
         }
         # 200, not 401: a 401 must carry WWW-Authenticate, and a cookie form has no such scheme.
         return Template(template_name="login.html", context=context)
-    sessions = SessionService(db, settings, clock)
-    old = request.cookies.get(settings.session_cookie)
-    if old:
-        await sessions.end(old)
-    ip, agent = _client(request)
-    issued = await sessions.start(user, ip=ip, user_agent=agent)
-    return Redirect(
-        path=safe_next(data.next), status_code=HTTP_303_SEE_OTHER, cookies=[session_cookie(settings, issued)]
-    )
+    _, cookie = await sign_in(request, db, settings, clock, user)
+    return Redirect(path=safe_next(data.next), status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
 
 @get("/register", opt=PUBLIC, include_in_schema=False)
@@ -142,9 +130,8 @@ async def register_submit(
             raise
         context = {"email": data.email, "display_name": data.display_name, "error": exc.detail, "version": __version__}
         return Template(template_name="register.html", context=context, status_code=exc.status)
-    ip, agent = _client(request)
-    issued = await SessionService(db, settings, clock).start(user, ip=ip, user_agent=agent)
-    return Redirect(path="/", status_code=HTTP_303_SEE_OTHER, cookies=[session_cookie(settings, issued)])
+    _, cookie = await sign_in(request, db, settings, clock, user)
+    return Redirect(path="/", status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
 
 @post("/logout", include_in_schema=False, before_request=require_form_body)
@@ -152,10 +139,8 @@ async def logout_submit(
     request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
 ) -> Redirect:
     """End the session and return to the sign-in page."""
-    token = request.cookies.get(settings.session_cookie)
-    if token:
-        await SessionService(db, settings, clock).end(token)
-    return Redirect(path="/login", status_code=HTTP_303_SEE_OTHER, cookies=[clear_session_cookie(settings)])
+    cookie = await sign_out(request, db, settings, clock)
+    return Redirect(path="/login", status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
 
 web_routes = [dashboard, login_page, login_submit, register_page, register_submit, logout_submit]

@@ -9,32 +9,22 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from litestar.utils.scope.state import ScopeState
 
-from brokerlink.api.auth.cookies import clear_session_cookie, session_cookie
+from brokerlink.api.auth.cookies import sign_in, sign_out
 from brokerlink.api.auth.schemas import CsrfResponse, LoginRequest, RegisterRequest, SessionResponse, UserResponse
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
 from brokerlink.kit.errors import Forbidden, NotFound
-from brokerlink.security.sessions import SessionService
 from brokerlink.security.users import UserService
+from brokerlink.store.models import UserRow
 from brokerlink.store.repositories.users import UserRepository
 
 PUBLIC = {"exclude_from_auth": True}
 
 
-def _client_ip(request: Request[Any, Any, Any]) -> str | None:
-    return request.client.host if request.client else None
-
-
-async def _sign_in(
-    request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock, user: Any
+async def _signed_in(
+    request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock, user: UserRow
 ) -> Response[SessionResponse]:
-    sessions = SessionService(db, settings, clock)
-    # A fresh token on every sign-in (no session fixation); any session the browser had ends.
-    old = request.cookies.get(settings.session_cookie)
-    if old:
-        await sessions.end(old)
-    issued = await sessions.start(user, ip=_client_ip(request), user_agent=request.headers.get("user-agent"))
-    body = SessionResponse(user=UserResponse.of(user), expires_at=issued.expires_at)
-    return Response(body, cookies=[session_cookie(settings, issued)])
+    issued, cookie = await sign_in(request, db, settings, clock, user)
+    return Response(SessionResponse(user=UserResponse.of(user), expires_at=issued.expires_at), cookies=[cookie])
 
 
 @post("/register", status_code=HTTP_201_CREATED, opt=PUBLIC, summary="Create an account and sign in")
@@ -51,7 +41,7 @@ async def register(
     user = await UserService(db, clock).register(
         email=data.email, password=data.password, display_name=data.display_name
     )
-    response = await _sign_in(request, db, settings, clock, user)
+    response = await _signed_in(request, db, settings, clock, user)
     response.status_code = HTTP_201_CREATED
     return response
 
@@ -62,7 +52,7 @@ async def login(
 ) -> Response[SessionResponse]:
     """Check email and password and start a session (cookie). Failure is always the same 401."""
     user = await UserService(db, clock).authenticate(data.email, data.password)
-    return await _sign_in(request, db, settings, clock, user)
+    return await _signed_in(request, db, settings, clock, user)
 
 
 @post("/logout", status_code=HTTP_204_NO_CONTENT, summary="Sign out")
@@ -70,10 +60,8 @@ async def logout(
     request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
 ) -> Response[None]:
     """End the current session and clear its cookie."""
-    token = request.cookies.get(settings.session_cookie)
-    if token:
-        await SessionService(db, settings, clock).end(token)
-    return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[clear_session_cookie(settings)])
+    cookie = await sign_out(request, db, settings, clock)
+    return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[cookie])
 
 
 @get("/csrf", opt=PUBLIC, summary="Get a CSRF token")
