@@ -47,6 +47,7 @@ from brokerlink.brokers.sim.wire import (
     AmendOrder,
     DepthBody,
     DepthDiff,
+    FillBody,
     FillsPage,
     InstrumentBody,
     NewOrder,
@@ -343,8 +344,6 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
             if event.client_order_id in self._accepted:
                 return  # reconciliation already reported it
             self._accepted.add(event.client_order_id)
-        if isinstance(event, (OrderCanceled, OrderExpired, OrderRejected)):
-            self._working.discard(event.client_order_id)
         self._events.put_nowait(event)
 
     def _connection_event(self, state: ConnectionState, *, gap_possible: bool, reason: str | None = None) -> None:
@@ -445,41 +444,35 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
                 event = mapping.trade_update_event(
                     update, account_id=self.account_id, symbols=self._symbols, received=self.clock.now()
                 )
-                if update.order.status.is_terminal and not isinstance(event, OrderFilled):
-                    self._working.discard(update.order.client_order_id)
-                if isinstance(event, OrderFilled) and update.order.status is OrderStatus.FILLED:
-                    self._working.discard(update.order.client_order_id)
                 self._emit(event)
+                if update.order.status.is_terminal:  # nothing more to reconcile for it
+                    self._working.discard(update.order.client_order_id)
+
+    async def _fill_bodies(self, since_id: int | None) -> AsyncIterator[FillBody]:
+        """Every fill after ``since_id``, oldest first, page by page."""
+        while True:
+            params: dict[str, str | int] = {"limit": 500}
+            if since_id is not None:
+                params["since_id"] = since_id
+            page = await self._client.get("/fills", FillsPage, params=params)
+            for body in page.fills:
+                yield body
+            if page.next_since_id is None or not page.fills:
+                return
+            since_id = page.fills[-1].id
 
     async def _latest_fill_id(self) -> int | None:
-        cursor: str | None = None
         latest: int | None = None
-        while True:
-            page = await self._client.get(
-                "/fills", FillsPage, params={"limit": 500} | ({"since_id": cursor} if cursor else {})
-            )
-            if page.fills:
-                latest = page.fills[-1].id
-            if page.next_since_id is None or not page.fills:
-                return latest
-            cursor = str(page.next_since_id)
+        async for body in self._fill_bodies(None):
+            latest = body.id
+        return latest
 
     async def _reconcile(self) -> None:
         """Emit what the stream missed: fills after the last one seen, and final states of working orders."""
-        while True:
-            params: dict[str, str | int] = {"limit": 500}
-            if self._fill_cursor is not None:
-                params["since_id"] = self._fill_cursor
-            page = await self._client.get("/fills", FillsPage, params=params)
-            for body in page.fills:
-                self._fill_cursor = body.id
-                self._emit(
-                    mapping.fill_event(
-                        body, account_id=self.account_id, symbols=self._symbols, received=self.clock.now()
-                    )
-                )
-            if page.next_since_id is None or not page.fills:
-                break
+        async for body in self._fill_bodies(self._fill_cursor):
+            self._fill_cursor = body.id
+            now = self.clock.now()
+            self._emit(mapping.fill_event(body, account_id=self.account_id, symbols=self._symbols, received=now))
         for client_order_id in sorted(self._working):
             report = await self.order(client_order_id=client_order_id)
             if report is None:
@@ -500,7 +493,7 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
                 self._emit(OrderExpired(**ids))
             elif report.status is OrderStatus.REJECTED:
                 self._emit(OrderRejected(**ids, reason=report.reject_reason or "rejected by the venue"))
-            elif report.status is OrderStatus.FILLED:
+            if report.status.is_terminal:
                 self._working.discard(client_order_id)
 
 
