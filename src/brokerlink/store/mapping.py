@@ -7,44 +7,16 @@ become StrEnum members here, so an unknown value in the database fails loudly on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from brokerlink.domain.enums import AccountMode, AssetClass, OrderStatus, OrderType, Side, TimeInForce
+import msgspec
+
 from brokerlink.domain.models import Account, Balance, Fill, Instrument, Order, Position
-from brokerlink.store.models import AccountRow, BalanceRow, FillRow, InstrumentRow, OrderRow, PositionRow
+from brokerlink.store.models import OrderRow
 
-
-def account_from_row(row: AccountRow) -> Account:
-    """The domain account for a row."""
-    return Account(
-        id=row.id,
-        user_id=row.user_id,
-        connection_id=row.connection_id,
-        venue_account_id=row.venue_account_id,
-        name=row.name,
-        currency=row.currency,
-        mode=AccountMode(row.mode),
-    )
-
-
-def instrument_from_row(row: InstrumentRow) -> Instrument:
-    """The domain instrument for a row."""
-    return Instrument(
-        symbol=row.symbol,
-        venue_symbol=row.venue_symbol,
-        asset_class=AssetClass(row.asset_class),
-        base=row.base,
-        quote=row.quote,
-        tick_size=row.tick_size,
-        qty_step=row.qty_step,
-        min_qty=row.min_qty,
-        max_qty=row.max_qty,
-        min_notional=row.min_notional,
-        contract_size=row.contract_size,
-        tradable=row.tradable,
-    )
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 def instrument_values(broker: str, instrument: Instrument, updated_at: datetime) -> dict[str, Any]:
@@ -65,29 +37,6 @@ def instrument_values(broker: str, instrument: Instrument, updated_at: datetime)
         "tradable": instrument.tradable,
         "updated_at": updated_at,
     }
-
-
-def order_from_row(row: OrderRow) -> Order:
-    """The domain order for a row."""
-    return Order(
-        id=row.id,
-        client_order_id=row.client_order_id,
-        account_id=row.account_id,
-        symbol=row.symbol,
-        side=Side(row.side),
-        qty=row.qty,
-        type=OrderType(row.type),
-        tif=TimeInForce(row.tif),
-        limit_price=row.limit_price,
-        stop_price=row.stop_price,
-        status=OrderStatus(row.status),
-        filled_qty=row.filled_qty,
-        avg_fill_price=row.avg_fill_price,
-        venue_order_id=row.venue_order_id,
-        reject_reason=row.reject_reason,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
 
 
 def order_mutable_values(order: Order) -> dict[str, Any]:
@@ -120,23 +69,6 @@ def order_to_row(order: Order) -> OrderRow:
     )
 
 
-def fill_from_row(row: FillRow) -> Fill:
-    """The domain fill for a row."""
-    return Fill(
-        trade_id=row.trade_id,
-        order_id=row.order_id,
-        client_order_id=row.client_order_id,
-        account_id=row.account_id,
-        symbol=row.symbol,
-        side=Side(row.side),
-        qty=row.qty,
-        price=row.price,
-        fee=row.fee,
-        fee_currency=row.fee_currency,
-        ts=row.ts,
-    )
-
-
 def fill_values(fill: Fill, row_id: str) -> dict[str, Any]:
     """Column values for a new fill row."""
     return {
@@ -155,30 +87,19 @@ def fill_values(fill: Fill, row_id: str) -> dict[str, Any]:
     }
 
 
-def position_from_row(row: PositionRow) -> Position:
-    """The domain position for a row.
+def _from_row(model: type[M]) -> Callable[[object], M]:
+    def convert(row: object) -> M:
+        # Reads the model's declared fields by name from the row, validating enum strings and types;
+        # fields the table does not store (a position's unrealized P&L) take the model's default.
+        return msgspec.convert(row, model, from_attributes=True)
 
-    ``unrealized_pnl`` is not stored: it is a mark-to-market view that depends on the current
-    quote, so it comes back as zero and the caller that holds a quote computes it.
-    """
-    return Position(
-        account_id=row.account_id,
-        symbol=row.symbol,
-        qty=row.qty,
-        avg_price=row.avg_price,
-        realized_pnl=row.realized_pnl,
-        unrealized_pnl=Decimal(0),
-    )
+    convert.__doc__ = f"The domain {model.__name__} for a row."
+    return convert
 
 
-def balance_from_row(row: BalanceRow) -> Balance:
-    """The domain balance for a row."""
-    return Balance(
-        account_id=row.account_id,
-        currency=row.currency,
-        cash=row.cash,
-        equity=row.equity,
-        buying_power=row.buying_power,
-        margin_used=row.margin_used,
-        ts=row.ts,
-    )
+account_from_row = _from_row(Account)
+instrument_from_row = _from_row(Instrument)
+order_from_row = _from_row(Order)
+fill_from_row = _from_row(Fill)
+position_from_row = _from_row(Position)
+balance_from_row = _from_row(Balance)
