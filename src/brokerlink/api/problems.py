@@ -39,6 +39,8 @@ from brokerlink.kit.errors import (
 from brokerlink.logs import get_logger
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+API_PATH_PREFIXES = ("/v1/", "/openapi", "/healthz", "/readyz")
+"""Paths that are API, not pages: JSON errors, no redirects to the login page, no caching."""
 _log = get_logger("brokerlink.errors")
 
 
@@ -93,7 +95,7 @@ def translate(exc: Exception) -> BrokerlinkError | None:
 
 def _wants_html(request: Request[Any, Any, Any]) -> bool:
     path = request.url.path
-    if path.startswith(("/v1/", "/openapi", "/healthz", "/readyz")):
+    if path.startswith(API_PATH_PREFIXES):
         return False
     return "text/html" in request.headers.get("accept", "")
 

@@ -14,6 +14,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from brokerlink.api.problems import API_PATH_PREFIXES
 from brokerlink.logs import get_logger
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -99,7 +100,7 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
-        is_api = path.startswith(("/v1/", "/healthz", "/readyz", "/openapi"))
+        is_api = path.startswith(API_PATH_PREFIXES)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
