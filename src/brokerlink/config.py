@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(default=True, description="Apply database migrations when the server starts.")
     allow_registration: bool = Field(default=True, description="Whether anyone may create an account.")
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
+    vault_key: SecretStr | None = Field(
+        default=None,
+        description="The vault's key-encryption key, 'key_id:base64key' (32 bytes); unset: vault_key_file holds keys.",
+    )
+    vault_key_file: Path | None = Field(
+        default=None, description="JSON file of the vault's key-encryption keys; default data_dir/vault-keys.json."
+    )
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:
@@ -56,6 +63,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'brokerlink.db'}"
+
+    @property
+    def effective_vault_key_file(self) -> Path:
+        """The vault's key file in force: the configured one, or ``data_dir/vault-keys.json``."""
+        if self.vault_key_file is not None:
+            return self.vault_key_file.expanduser().absolute()
+        return self.data_dir / "vault-keys.json"
 
     @cached_property
     def effective_secret_key(self) -> str:

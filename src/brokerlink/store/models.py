@@ -29,6 +29,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -289,4 +290,29 @@ class EventRow(Base):
     key: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class VaultSecretRow(Base):
+    """One secret sealed by the vault (envelope encryption): never plaintext, never a usable key.
+
+    ``ciphertext`` is AES-256-GCM under a per-secret data key; ``wrapped_key`` is that data key
+    encrypted under the key-encryption key ``key_id``, which lives outside the database. The owner
+    id (e.g. a broker connection's id) is authenticated data of both, so a ciphertext copied to
+    another owner's row fails to decrypt. ``owner_id`` has no foreign key because owners live in
+    different tables; whoever deletes an owner deletes its secrets. ``key_id`` is indexed so key
+    rotation can find the secrets still wrapped under an old key.
+    """
+
+    __tablename__ = "vault_secrets"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ID, index=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    # Room for a KMS key name (an ARN is about 80 characters), not only our own "kek_..." ids.
+    key_id: Mapped[str] = mapped_column(String(128), index=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
