@@ -19,8 +19,9 @@ import httpx
 import msgspec
 import uvicorn
 
+from brokerlink.brokers.backoff import Backoff
 from brokerlink.brokers.base import AdapterConfig, BrokerAdapter, Credentials, OrderBookView
-from brokerlink.brokers.sim.adapter import Backoff, SimAdapter, StreamSettings
+from brokerlink.brokers.sim.adapter import SimAdapter, StreamSettings
 from brokerlink.brokers.sim.venue import VenueConfig, create_venue_app
 from brokerlink.brokers.sim.venue.config import AccountConfig
 from brokerlink.brokers.sim.venue.faults import FaultPatch
@@ -125,12 +126,19 @@ class SimHarness:
 
 
 @contextlib.asynccontextmanager
-async def sim_venue(*, signed: bool = False) -> AsyncIterator[SimHarness]:
+async def sim_venue(*, signed: bool = False, extra_accounts: int = 0) -> AsyncIterator[SimHarness]:
     """Run the sim venue (test mode, fast ticks and heartbeats) on a free loopback port.
 
     ``signed`` starts it in signed mode: every request must carry an HMAC signature and a timestamp
     inside the receive window, and the harness's adapters get the API secret.
+    ``extra_accounts`` adds that many more funded accounts, ``SIM-CONF-1`` ... with the API keys
+    ``conf-key-1`` ... and secrets ``conf-secret-1`` ..., so several users or links can share a venue
+    (the harness's own adapters always trade ``SIM-CONF``).
     """
+    extra = tuple(
+        AccountConfig(account_id=f"SIM-CONF-{i}", api_key=f"{_API_KEY}-{i}", api_secret=f"{_API_SECRET}-{i}")
+        for i in range(1, extra_accounts + 1)
+    )
     config = VenueConfig(
         instrument_set="fx",
         seed=11,
@@ -138,7 +146,7 @@ async def sim_venue(*, signed: bool = False) -> AsyncIterator[SimHarness]:
         signed=signed,
         tick_interval_s=0.05,
         heartbeat_interval_s=1.0,
-        accounts=(AccountConfig(account_id="SIM-CONF", api_key=_API_KEY, api_secret=_API_SECRET),),
+        accounts=(AccountConfig(account_id="SIM-CONF", api_key=_API_KEY, api_secret=_API_SECRET), *extra),
     )
     port = free_port()
     server = uvicorn.Server(

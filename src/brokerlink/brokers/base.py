@@ -23,9 +23,10 @@ Every failure is one of three kinds, and callers branch on the kind, never on a 
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -34,7 +35,7 @@ import msgspec
 
 from brokerlink.domain.enums import OrderType, Side, TimeInForce
 from brokerlink.domain.events import DomainEvent
-from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position
+from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position, Quote
 from brokerlink.kit.errors import BrokerlinkError
 
 
@@ -206,6 +207,12 @@ class BrokerAdapter(ABC):
         return self.config.account_id
 
     @property
+    def venue_account_id(self) -> str:
+        """The broker's id of the account: the configured one, or (after :meth:`connect`) the one the
+        broker reports for these credentials when none was configured."""
+        return self.config.venue_account_id
+
+    @property
     @abstractmethod
     def capabilities(self) -> Capabilities:
         """What this broker supports."""
@@ -280,10 +287,13 @@ class OrderBookView(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MarketDataAdapter(ABC):
-    """Optional mix-in for adapters that keep local order books (``capabilities.depth``).
+    """Optional mix-in for adapters that stream market data: quotes (``capabilities.quotes``) and local
+    order books (``capabilities.depth``).
 
-    Callers check ``isinstance(adapter, MarketDataAdapter)`` before using it. The adapter keeps each
-    subscribed book in sync by itself, across gaps in the venue's diff stream and reconnects.
+    Callers check ``isinstance(adapter, MarketDataAdapter)`` before using it. Subscriptions outlive
+    reconnects: the adapter renews them on every new connection by itself, and keeps each subscribed
+    book in sync across gaps in the venue's diff stream. Symbols are canonical throughout; a symbol
+    the venue does not list is refused with :class:`OrderRefused` (``invalid_order``).
     """
 
     @abstractmethod
@@ -293,6 +303,27 @@ class MarketDataAdapter(ABC):
     @abstractmethod
     def book(self, symbol: str) -> OrderBookView | None:
         """The current book of ``symbol``, or ``None`` while it is not in sync (not yet, or resyncing)."""
+
+    @abstractmethod
+    async def subscribe_quotes(self, symbols: Iterable[str]) -> None:
+        """Start streaming the top of book of ``symbols`` (canonical). Idempotent; returns once requested.
+
+        Every symbol is checked before anything is subscribed: one the venue does not list refuses the
+        whole call with :class:`OrderRefused` (``invalid_order``). See :meth:`quote`.
+        """
+
+    @abstractmethod
+    def quote(self, symbol: str) -> Quote | None:
+        """The latest quote of ``symbol`` received on the stream, with the canonical symbol.
+
+        ``None`` if ``symbol`` is not subscribed, or no quote has arrived since the stream last
+        (re)connected: a quote from a connection that has since dropped is never returned as if live.
+        Compare ``ts`` (the venue's time of the quote) with the time now to judge its age.
+        """
+
+    @abstractmethod
+    async def quote_snapshot(self, symbol: str) -> Quote:
+        """The venue's current quote of ``symbol``, asked for now over REST (no subscription needed)."""
 
 
 # --- helpers every adapter uses -----------------------------------------------------------------
@@ -357,6 +388,14 @@ async def resolve_outcome(
 
 AdapterFactory = Callable[[AdapterConfig], BrokerAdapter]
 _registry: dict[str, AdapterFactory] = {}
+BUILTIN_ADAPTERS = ("brokerlink.brokers.sim.adapter",)
+"""Modules that register the adapters shipped with brokerlink; imported on first use of the registry."""
+
+
+def _load_builtins() -> None:
+    # Imported lazily: each adapter module imports this one, and most processes need none of them.
+    for module in BUILTIN_ADAPTERS:
+        importlib.import_module(module)
 
 
 def register_adapter(kind: str, factory: AdapterFactory) -> None:
@@ -368,6 +407,7 @@ def register_adapter(kind: str, factory: AdapterFactory) -> None:
 
 def create_adapter(kind: str, config: AdapterConfig) -> BrokerAdapter:
     """A new adapter for ``kind``; an unknown kind is a clear error naming the known ones."""
+    _load_builtins()
     try:
         factory = _registry[kind]
     except KeyError:
@@ -377,5 +417,6 @@ def create_adapter(kind: str, config: AdapterConfig) -> BrokerAdapter:
 
 
 def adapter_kinds() -> list[str]:
-    """The registered broker kinds."""
+    """The registered broker kinds (the built-in ones included)."""
+    _load_builtins()
     return sorted(_registry)

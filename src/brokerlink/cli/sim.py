@@ -22,18 +22,22 @@ def _exit_after_graceful_shutdown(_signum: int, _frame: FrameType | None) -> Non
 
 
 @sim_app.command()
-def serve(
+def serve(  # noqa: PLR0917 - one parameter per command-line option
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8100,
     instrument_set: Annotated[str | None, typer.Option("--set", help="fx, crypto or equities.")] = None,
     seed: Annotated[int | None, typer.Option(help="Market data seed.")] = None,
     mode: Annotated[str | None, typer.Option(help="normal, test or demo (test/demo mount /_control).")] = None,
     config: Annotated[Path | None, typer.Option(help="A JSON VenueConfig file; flags override it.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sim venue (REST under /api/v1, WebSocket at /ws) until SIGINT or SIGTERM."""
     import uvicorn
 
     from brokerlink.brokers.sim.venue import VenueConfig, create_venue_app
 
+    if log_level not in {"debug", "info", "warning", "error"}:
+        console.print(f"[red]error:[/] --log-level must be debug, info, warning or error, not {log_level!r}")
+        raise typer.Exit(code=2)
     try:
         venue_config = VenueConfig.load(config) if config else VenueConfig()
         changes: dict[str, object] = {}
@@ -64,4 +68,5 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        log_level=log_level,
     )

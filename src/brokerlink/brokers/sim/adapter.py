@@ -6,10 +6,8 @@ with exponential backoff and full jitter, treats "pings but no data" as a stall,
 reconnect reconciles from reports (fills since the last one seen, the state of every order still
 working) so that nothing that happened while it was away is lost or counted twice.
 
-Market data (:class:`~brokerlink.brokers.base.MarketDataAdapter`): depth books ride the same
-WebSocket (``depth:SYM``). Each is kept by a :class:`~brokerlink.brokers.sim.depth.DepthBook` and
-rebuilt from ``GET /depth/SYM`` plus the buffered diffs when it starts, after a gap, and after every
-reconnect (diffs sent while we were away are lost, so the old book cannot be trusted).
+Market data (:class:`~brokerlink.brokers.base.MarketDataAdapter`) rides the same WebSocket and is
+kept by a :class:`~brokerlink.brokers.sim.feed.MarketFeed`. Every handshake renews every subscription.
 """
 
 from __future__ import annotations
@@ -18,12 +16,13 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from brokerlink.brokers.backoff import Backoff
 from brokerlink.brokers.base import (
     AdapterConfig,
     BrokerAdapter,
@@ -41,12 +40,10 @@ from brokerlink.brokers.base import (
 )
 from brokerlink.brokers.sim import mapping
 from brokerlink.brokers.sim.client import SimClient
-from brokerlink.brokers.sim.depth import DepthBook
+from brokerlink.brokers.sim.feed import MarketFeed
 from brokerlink.brokers.sim.wire import (
     AccountBody,
     AmendOrder,
-    DepthBody,
-    DepthDiff,
     FillBody,
     FillsPage,
     InstrumentBody,
@@ -66,26 +63,11 @@ from brokerlink.domain.events import (
     OrderFilled,
     OrderRejected,
 )
-from brokerlink.domain.models import Balance, Instrument, Order, Position
+from brokerlink.domain.models import Balance, Instrument, Order, Position, Quote
 from brokerlink.kit.clock import Clock, SystemClock
 from brokerlink.logs import get_logger
 
 _log = get_logger("brokerlink.brokers.sim")
-
-
-class Backoff(msgspec.Struct, frozen=True, kw_only=True):
-    """Exponential backoff with full jitter: attempt ``n`` waits a uniform time in ``[0, min(cap, base * 2**n)]``.
-
-    Full jitter keeps a fleet of adapters that lost the venue at the same moment from reconnecting
-    in lockstep (AWS Architecture Blog, "Exponential Backoff and Jitter").
-    """
-
-    base_s: float = 0.2
-    cap_s: float = 10.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before reconnect attempt ``attempt`` (0-based)."""
-        return rng.uniform(0, min(self.cap_s, self.base_s * (2**attempt)))
 
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +77,13 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     stall_after_s: float = 15.0
     """Reconnect when no data arrived for this long although the connection is up."""
     connect_timeout_s: float = 10.0
+
+
+class MalformedMessage(Exception):
+    """The venue sent something the adapter cannot read; the stream reconnects and reconciles."""
+
+
+_RECONNECT_ON = (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransientBrokerError, MalformedMessage)
 
 
 class _Envelope(msgspec.Struct, frozen=True):
@@ -136,6 +125,7 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
         self._symbols = mapping.SymbolMap([])
         self._instruments: list[Instrument] = []
         self._mode = AccountMode.NETTING
+        self._venue_account_id = config.venue_account_id
         self._working: set[str] = set()
         self._accepted: set[str] = set()  # working orders whose acceptance we have reported
         self._fill_cursor: int | None = None
@@ -143,11 +133,21 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
         self._connected = asyncio.Event()
         self._closed = False
         self.reconnects = 0
-        self._books: dict[str, DepthBook] = {}  # by venue symbol
-        self._resyncs: dict[str, asyncio.Task[None]] = {}  # snapshot fetches in flight, by venue symbol
+        self._feed = MarketFeed(
+            self._client,
+            symbols=lambda: self._symbols,
+            backoff=self.stream.backoff,
+            rng=self._rng,
+            stopping=self._stopping,
+            name=self.account_id,
+        )
         self._ws: ClientConnection | None = None  # the live, authenticated connection
 
     # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def venue_account_id(self) -> str:
+        return self._venue_account_id
 
     @property
     def capabilities(self) -> Capabilities:
@@ -160,6 +160,11 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
 
     async def connect(self) -> None:
         account = await self._client.get("/account", AccountBody)  # proves the credentials
+        if self.config.venue_account_id and self.config.venue_account_id != account.account_id:
+            raise OrderRefused(
+                RefusalReason.AUTH, f"these credentials trade account {account.account_id}, not the one configured"
+            )
+        self._venue_account_id = account.account_id
         self._mode = account.mode
         bodies = await self._client.get("/instruments", list[InstrumentBody])
         self._symbols = mapping.SymbolMap(bodies)
@@ -182,7 +187,7 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
             self._stream_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stream_task
-        await self._stop_resyncs()
+        await self._feed.disconnected()
         await self._client.close()
         self._events.put_nowait(None)
 
@@ -263,73 +268,35 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
     async def balance(self) -> Balance:
         return mapping.balance(await self._client.get("/account", AccountBody), account_id=self.account_id)
 
-    # --- market data -------------------------------------------------------------------------
+    # --- market data (kept by the feed; see brokerlink.brokers.sim.feed) ----------------------
 
     async def subscribe_depth(self, symbol: str) -> None:
         """Keep the book of ``symbol``; it is in sync (see :meth:`book`) once its snapshot has been applied."""
-        venue_symbol = self._venue_symbol(symbol)
-        if venue_symbol in self._books:
-            return
-        self._books[venue_symbol] = DepthBook(venue_symbol)
-        ws = self._ws
-        if ws is not None:
-            # Without a live connection there is nothing to do now: every handshake subscribes all books.
-            with contextlib.suppress(ConnectionClosed):
-                await self._send(ws, {"op": "subscribe", "channels": [f"depth:{venue_symbol}"]})
+        await self._subscribe(self._feed.add_book(self._venue_symbol(symbol)))
 
     def book(self, symbol: str) -> OrderBookView | None:
         """A copy of the book of ``symbol``; ``None`` if not subscribed or not in sync right now."""
-        book = self._books.get(self._venue_symbol(symbol))
-        if book is None or not book.synced:
-            return None
-        bids, asks = book.levels()
-        return OrderBookView(symbol=symbol, bids=bids, asks=asks, update_id=book.last_update_id, resyncs=book.resyncs)
+        return self._feed.book(symbol, self._venue_symbol(symbol))
 
-    def _want_snapshot(self, venue_symbol: str) -> None:
-        """Start fetching a snapshot for a book that needs one, unless a fetch is already running."""
-        book = self._books.get(venue_symbol)
-        if book is None or not book.needs_snapshot:
-            return
-        running = self._resyncs.get(venue_symbol)
-        if running is not None and not running.done():
-            return
-        self._resyncs[venue_symbol] = asyncio.create_task(
-            self._resync(venue_symbol, book), name=f"sim-depth-{venue_symbol}-{self.account_id}"
-        )
+    async def subscribe_quotes(self, symbols: Iterable[str]) -> None:
+        """Stream the quotes of ``symbols``; each is available from :meth:`quote` once one has arrived."""
+        venue_symbols = [self._venue_symbol(s) for s in symbols]  # all checked before any is subscribed
+        await self._subscribe(self._feed.add_quotes(venue_symbols))
 
-    async def _resync(self, venue_symbol: str, book: DepthBook) -> None:
-        """Load snapshots until the book is in sync; diffs keep buffering in the book meanwhile."""
-        attempt = 0
-        while book.needs_snapshot and not self._stopping():
-            try:
-                snapshot = await self._client.get(f"/depth/{venue_symbol}", DepthBody)
-            except (TransientBrokerError, OrderRefused) as exc:
-                # Refusals too are retried, with backoff: a skewed clock passes, and the book must not stay stale.
-                _log.warning("sim_depth_snapshot_failed", symbol=venue_symbol, attempt=attempt, error=str(exc))
-            else:
-                if book.load_snapshot(snapshot):
-                    _log.info("sim_depth_synced", symbol=venue_symbol, update_id=book.last_update_id)
-                    return
-                # The buffered diffs have a hole after this snapshot: a newer snapshot covers it.
-            await asyncio.sleep(self.stream.backoff.delay(attempt, self._rng))
-            attempt = min(attempt + 1, 16)  # past the cap anyway; keeps 2**attempt small
+    def quote(self, symbol: str) -> Quote | None:
+        """The latest streamed quote of ``symbol``; ``None`` if not subscribed or none since the last (re)connect."""
+        return self._feed.quote(self._venue_symbol(symbol))
 
-    async def _stop_resyncs(self) -> None:
-        tasks = list(self._resyncs.values())
-        self._resyncs.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def quote_snapshot(self, symbol: str) -> Quote:
+        """The venue's quote of ``symbol`` now, from ``GET /quotes/SYM``."""
+        return await self._feed.quote_snapshot(self._venue_symbol(symbol))
 
-    def _on_depth(self, venue_symbol: str, data: msgspec.Raw) -> None:
-        book = self._books.get(venue_symbol)
-        if book is None:
-            return
-        gaps = book.gaps
-        book.on_diff(msgspec.json.decode(data, type=DepthDiff))
-        if book.gaps != gaps:
-            _log.warning("sim_depth_gap", symbol=venue_symbol, after_update_id=book.last_update_id)
-        self._want_snapshot(venue_symbol)
+    async def _subscribe(self, channels: list[str]) -> None:
+        ws = self._ws
+        if channels and ws is not None:
+            # Without a live connection there is nothing to do now: every handshake subscribes everything.
+            with contextlib.suppress(ConnectionClosed):
+                await self._send(ws, {"op": "subscribe", "channels": channels})
 
     # --- the stream --------------------------------------------------------------------------
 
@@ -369,10 +336,18 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
                         await self._pump(ws)
                         reason = "connection closed by the venue"
                     finally:
-                        # A snapshot fetched for this connection must not land in the next one's books.
+                        # A snapshot fetched for this connection must not land in the next one's books,
+                        # nor may its quotes pass for live ones until the next connection sends fresh ones.
                         self._ws = None
-                        await self._stop_resyncs()
-            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransientBrokerError) as exc:
+                        await self._feed.disconnected()
+            except (
+                ConnectionClosed,
+                InvalidHandshake,
+                OSError,
+                TimeoutError,
+                TransientBrokerError,
+                MalformedMessage,
+            ) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except OrderRefused as exc:  # bad credentials will not get better by retrying fast
                 reason = f"refused: {exc.detail}"
@@ -402,16 +377,12 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
             reply = msgspec.json.decode(await ws.recv(), type=_Envelope)
         if reply.op != "auth" or reply.status != "ok":
             raise OrderRefused(RefusalReason.AUTH, "the venue refused the stream's credentials")
-        # Set before building the channel list, so a subscribe_depth() from now on either is in the
-        # list or sends its own subscribe on this connection.
+        # Set before building the channel list, so a subscribe_depth() or subscribe_quotes() from now on
+        # either is in the list or sends its own subscribe on this connection.
         self._ws = ws
-        channels = ["trade_updates"]
-        if self._instruments:
-            # A market-data channel that ticks steadily: its silence while pings continue is a stall.
-            channels.append(f"quotes:{self._instruments[0].venue_symbol}")
-        for venue_symbol, book in self._books.items():
-            book.reset()  # diffs sent while we were away are lost: rebuild from a snapshot
-            channels.append(f"depth:{venue_symbol}")
+        # A market-data channel that ticks steadily: its silence while pings continue is a stall.
+        probe = self._instruments[0].venue_symbol if self._instruments else None
+        channels = ["trade_updates", *self._feed.channels(stall_probe=probe)]
         await self._send(ws, {"op": "subscribe", "channels": channels})
 
     async def _pump(self, ws: ClientConnection) -> None:
@@ -425,7 +396,10 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
                 _log.warning("sim_stream_stalled", account_id=self.account_id, after_s=self.stream.stall_after_s)
                 await ws.close(code=1000, reason="stalled")
                 return
-            message = msgspec.json.decode(raw, type=_Envelope)
+            try:
+                message = msgspec.json.decode(raw, type=_Envelope)
+            except msgspec.DecodeError as exc:
+                raise MalformedMessage(f"undecodable frame: {exc}") from exc
             if message.op == "ping":
                 await self._send(ws, {"op": "pong", "ts": message.ts})
                 continue
@@ -434,16 +408,23 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
                 for channel in message.channels:
                     kind, _, venue_symbol = channel.partition(":")
                     if kind == "depth":
-                        self._want_snapshot(venue_symbol)
+                        self._feed.want_snapshot(venue_symbol)
                 continue
             if message.ch is not None and message.ch.startswith("depth:") and message.data:
-                self._on_depth(message.ch.removeprefix("depth:"), message.data)
+                self._feed.on_depth(message.ch.removeprefix("depth:"), message.data)
+                continue
+            if message.ch is not None and message.ch.startswith("quotes:") and message.data:
+                self._feed.on_quote(message.ch.removeprefix("quotes:"), message.data)
                 continue
             if message.ch == "trade_updates" and message.data:
-                update = msgspec.json.decode(message.data, type=TradeUpdate)
-                event = mapping.trade_update_event(
-                    update, account_id=self.account_id, symbols=self._symbols, received=self.clock.now()
-                )
+                try:
+                    update = msgspec.json.decode(message.data, type=TradeUpdate)
+                    event = mapping.trade_update_event(
+                        update, account_id=self.account_id, symbols=self._symbols, received=self.clock.now()
+                    )
+                except (msgspec.DecodeError, ValueError, KeyError) as exc:
+                    # Skipping it could lose a fill; reconnecting reconciles from reports instead.
+                    raise MalformedMessage(f"unreadable trade update: {exc}") from exc
                 self._emit(event)
                 if update.order.status.is_terminal:  # nothing more to reconcile for it
                     self._working.discard(update.order.client_order_id)

@@ -11,7 +11,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypedDict
 
-from brokerlink.brokers.sim.wire import AccountBody, FillBody, InstrumentBody, OrderBody, PositionBody, TradeUpdate
+from brokerlink.brokers.sim.wire import (
+    AccountBody,
+    FillBody,
+    InstrumentBody,
+    OrderBody,
+    PositionBody,
+    QuoteBody,
+    TradeUpdate,
+)
 from brokerlink.domain.enums import AssetClass
 from brokerlink.domain.events import (
     DomainEvent,
@@ -23,7 +31,7 @@ from brokerlink.domain.events import (
     OrderTriggered,
     OrderUpdated,
 )
-from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position
+from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position, Quote
 
 
 def canonical_symbol(body: InstrumentBody) -> str:
@@ -150,6 +158,18 @@ def balance(body: AccountBody, *, account_id: str) -> Balance:
         equity=body.equity,
         buying_power=body.buying_power,
         margin_used=body.margin_used,
+        ts=body.ts,
+    )
+
+
+def quote(body: QuoteBody, *, symbols: SymbolMap) -> Quote:
+    """Top of book (a ``quotes:`` channel message or ``GET /quotes/SYM``); ``ts`` is the venue's time of it."""
+    return Quote(
+        symbol=symbols.canonical(body.symbol),
+        bid=body.bid,
+        ask=body.ask,
+        bid_size=body.bid_size,
+        ask_size=body.ask_size,
         ts=body.ts,
     )
 

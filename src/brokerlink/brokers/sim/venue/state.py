@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -113,6 +114,9 @@ class Venue:
         self._fills: dict[str, list[FillBody]] = {a: [] for a in self.accounts}
         self._order_seq = 0
         self._fill_seq = 0
+        # Execution ids must never repeat, even across venue restarts (this venue keeps no state):
+        # clients deduplicate fills by them, forever. A per-start prefix keeps them unique.
+        self._session = secrets.token_hex(4)
         self._mm: dict[str, dict[tuple[Side, int], int]] = {sym: {} for sym in self._entries}
         self._tops: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = {}
         self._session_day = self.clock.now().date()
@@ -488,7 +492,7 @@ class Venue:
     ) -> None:
         account = self._account(order.account_id)
         self._fill_seq += 1
-        execution_id = f"E{self._fill_seq}"
+        execution_id = f"E{self._session}-{self._fill_seq}"
         booking = account.apply_fill(
             entry.instrument,
             order.side,
@@ -524,6 +528,7 @@ class Venue:
             qty=qty,
             price=price,
             commission=booking.commission,
+            commission_currency=booking.currency,
             position_qty=self._position_qty(order.account_id, order.symbol),
         )
         self._trade_update(order.account_id, update)
