@@ -68,6 +68,11 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     # The access line is ours (with request id and principal); the servers' own would duplicate it.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Wire-level loggers print frames and headers at DEBUG (uvicorn's WebSocket implementations log
+    # every frame as "uvicorn.error"): broker API keys and signatures included. Nothing brokerlink
+    # logs at DEBUG needs them, and a debug log must never hold a credential.
+    for name in ("websockets", "httpcore", "hpack", "uvicorn.error"):
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+import httpx
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from brokerlink.kit.clock import ManualClock
@@ -14,7 +14,7 @@ from brokerlink.store.db import Database
 from brokerlink.store.models import SessionRow, UserRow
 from tests.api.support import PASSWORD, ClientFactory, asgi_client, with_csrf
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 async def test_register_signs_in_with_a_hardened_cookie(client: Client) -> None:

@@ -440,7 +440,7 @@ def test_updated_at_never_goes_back() -> None:
 def test_fill_record_from_event() -> None:
     state = make_state(S.NEW)
     event = fill_event("t-1", "2", "100.5", venue_ts=TS, commission=Decimal("0.01"), commission_currency="USD")
-    fill = fill_from_event(state.order, event)
+    fill = fill_from_event(event, order_id=state.order.id)
     assert fill == make_fill("t-1", "2", "100.5", fee=Decimal("0.01"), fee_currency="USD", ts=TS)
     assert apply_event(state, event).fills[-1] == fill
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.api.auth.middleware import request_db_session
 from brokerlink.config import Settings
+from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import NotAuthenticated
 from brokerlink.security.principal import Principal
@@ -60,6 +61,12 @@ def provide_settings(state: State) -> Settings:
     return settings
 
 
+def provide_links(state: State) -> BrokerLinks:
+    """The running broker links (adapters of every linked account)."""
+    links: BrokerLinks = state.links
+    return links
+
+
 def provide_clock(state: State) -> Clock:
     """The app's clock (a manual one in tests)."""
     clock: Clock = state.clock
@@ -71,3 +78,4 @@ DbSession = NamedDependency[AsyncSession]
 CurrentPrincipal = NamedDependency[Principal]
 AppSettings = NamedDependency[Settings]
 AppClock = NamedDependency[Clock]
+Links = NamedDependency[BrokerLinks]

@@ -22,17 +22,20 @@ from brokerlink import __version__
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.auth.middleware import SessionAuthMiddleware
 from brokerlink.api.auth.routes import auth_router, me
-from brokerlink.api.deps import provide_clock, provide_db_session, provide_principal, provide_settings
+from brokerlink.api.deps import provide_clock, provide_db_session, provide_links, provide_principal, provide_settings
 from brokerlink.api.guards import require_json_body
 from brokerlink.api.health import healthz, readyz
 from brokerlink.api.openapi import openapi_document
 from brokerlink.api.problems import EXCEPTION_HANDLERS
+from brokerlink.api.trading.routes import account_trading_router, orders_router
 from brokerlink.app.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
 from brokerlink.bus.base import EventBus
 from brokerlink.bus.factory import create_bus
 from brokerlink.config import Settings
+from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import Clock, SystemClock
 from brokerlink.logs import configure_logging, get_logger
+from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
 from brokerlink.store.migrate import upgrade
 from brokerlink.web import WEB_DIR
@@ -61,12 +64,16 @@ def create_app(
             await upgrade(settings.effective_database_url)
         database = Database.from_settings(settings)
         event_bus = bus or create_bus(settings)
+        links = BrokerLinks(database, event_bus, Vault.from_settings(settings), clock)
         app.state.db = database
         app.state.bus = event_bus
+        app.state.links = links
+        await links.start()
         _log.info("started", version=__version__, database=database.dialect, bus=settings.bus_backend)
         try:
             yield
         finally:
+            await links.stop()
             if bus is None:
                 await event_bus.close()
             await database.dispose()
@@ -74,7 +81,7 @@ def create_app(
 
     v1 = Router(
         path="/v1",
-        route_handlers=[auth_router, me, accounts_router, connections_router],
+        route_handlers=[auth_router, me, accounts_router, account_trading_router, connections_router, orders_router],
         before_request=require_json_body,
     )
     app = Litestar(
@@ -95,6 +102,7 @@ def create_app(
             "principal": Provide(provide_principal, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
             "clock": Provide(provide_clock, sync_to_thread=False),
+            "links": Provide(provide_links, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(SessionAuthMiddleware, exclude_from_auth_key="exclude_from_auth")],
         csrf_config=CSRFConfig(

@@ -274,11 +274,14 @@ def _check_fill_matches(order: Order, fill: Fill) -> None:
         raise EventMismatch(f"fill {fill.trade_id!r} does not match order {order.id!r}: {', '.join(problems)} differ")
 
 
-def fill_from_event(order: Order, event: OrderFilled) -> Fill:
-    """The :class:`Fill` record an ``OrderFilled`` event produces (timestamped at the venue when known)."""
+def fill_from_event(event: OrderFilled, *, order_id: str | None) -> Fill:
+    """The :class:`Fill` record an ``OrderFilled`` event produces (timestamped at the venue when known).
+
+    ``order_id`` is our order's id, or ``None`` for a fill of an order placed outside brokerlink.
+    """
     return Fill(
         trade_id=event.trade_id,
-        order_id=order.id,
+        order_id=order_id,
         client_order_id=event.client_order_id,
         account_id=event.account_id,
         symbol=event.symbol,
@@ -356,7 +359,7 @@ def _already_applied(state: OrderState, event: OrderFilled) -> bool:
 
 
 def _new_fill(order: Order, event: OrderFilled) -> Fill:
-    fill = fill_from_event(order, event)
+    fill = fill_from_event(event, order_id=order.id)
     _check_fill_matches(order, fill)
     if not (fill.qty > 0):
         raise EventMismatch(f"fill {fill.trade_id!r} has a non-positive quantity {fill.qty}")

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Router, get, patch
+from litestar import Router, delete, get, patch, post
 from litestar.params import JSONBody, Parameter
 
 from brokerlink.api.accounts.schemas import (
     AccountList,
     AccountResponse,
     AccountUpdate,
+    ConnectionCreate,
     ConnectionList,
     ConnectionResponse,
+    LinkResponse,
 )
-from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession
+from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
+from brokerlink.engine.links.service import NewLink
 from brokerlink.kit.errors import InvalidInput, NotFound
 from brokerlink.store.repositories.accounts import AccountListing, AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
@@ -77,7 +80,59 @@ async def get_connection(connection_id: ConnectionId, principal: CurrentPrincipa
     return ConnectionResponse.of(row)
 
 
+@post("/", summary="Link a broker account", status_code=201)
+async def create_connection(
+    data: JSONBody[ConnectionCreate], principal: CurrentPrincipal, db: DbSession, links: Links
+) -> LinkResponse:
+    """Connect with the credentials (422 if the broker refuses them, 503 if it cannot be reached);
+    only then store the connection, its sealed credentials and the account. Needs a full user
+    session: a third-party grant cannot link accounts."""
+    if principal.account_ids is not None:
+        raise NotFound("not found")
+    label = data.label.strip()
+    if not label:
+        raise InvalidInput("label must not be blank", extra={"field": "label"})
+    account_name = data.account_name.strip() if data.account_name is not None else None
+    if account_name == "":
+        raise InvalidInput("account_name must not be blank", extra={"field": "account_name"})
+    await db.commit()  # linking writes through its own session
+    request = NewLink(
+        broker=data.broker,
+        label=label,
+        base_url=data.base_url,
+        credentials=data.credentials,
+        venue_account_id=data.venue_account_id,
+        account_name=account_name,
+    )
+    account = await links.link(principal.user_id, request)
+    connection = await ConnectionRepository(db).get_for_user(principal.user_id, account.connection_id)
+    if connection is None:  # unlinked in the meantime
+        raise NotFound("connection not found")
+    return LinkResponse(
+        connection=ConnectionResponse.of(connection),
+        account=AccountResponse.of(await _listing(db, principal, account.id)),
+    )
+
+
+@delete("/{connection_id:str}", summary="Unlink a broker", status_code=204)
+async def delete_connection(
+    connection_id: ConnectionId, principal: CurrentPrincipal, db: DbSession, links: Links
+) -> None:
+    """Disconnect and destroy the stored credentials. Accounts with orders or fills stay (their history
+    is the user's record) with the connection marked revoked; others are removed."""
+    if principal.account_ids is not None:
+        raise NotFound("connection not found")
+    if await ConnectionRepository(db).get_for_user(principal.user_id, connection_id) is None:
+        raise NotFound("connection not found")
+    await db.commit()
+    await links.unlink(principal.user_id, connection_id)
+
+
 accounts_router = Router(
     path="/accounts", route_handlers=[list_accounts, get_account, update_account], tags=["accounts"]
 )
-connections_router = Router(path="/connections", route_handlers=[list_connections, get_connection], tags=["accounts"])
+connections_router = Router(
+    path="/connections",
+    route_handlers=[list_connections, get_connection, create_connection, delete_connection],
+    tags=["accounts"],
+)

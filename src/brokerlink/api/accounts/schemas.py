@@ -52,3 +52,31 @@ class ConnectionList(ResponseBody, kw_only=True):
     """The user's broker connections."""
 
     data: list[ConnectionResponse]
+
+
+CredentialName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+CredentialValue = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class ConnectionCreate(RequestBody, kw_only=True):
+    """Link an account at a broker. The credentials are checked by connecting before anything is
+    stored, kept only sealed in the vault, and never returned or logged."""
+
+    broker: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$", examples=["sim"])]
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=100, examples=["Sim FX"])]
+    base_url: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=500, pattern=r"^https?://", examples=["http://127.0.0.1:8101"])
+    ]
+    credentials: Annotated[
+        dict[CredentialName, CredentialValue],
+        msgspec.Meta(min_length=1, max_length=10, examples=[{"api_key": "...", "api_secret": "..."}]),
+    ]
+    venue_account_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    account_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+
+
+class LinkResponse(ResponseBody, kw_only=True):
+    """The new connection and the account it reaches."""
+
+    connection: ConnectionResponse
+    account: AccountResponse

@@ -86,6 +86,21 @@ class AccountRepository:
         stmt = select(AccountRow).where(AccountRow.connection_id == connection_id).order_by(AccountRow.id)
         return [account_from_row(row) for row in (await self.session.execute(stmt)).scalars()]
 
+    async def is_linked(self, user_id: str, broker: str, venue_account_id: str) -> bool:
+        """Whether the user already links this venue account through a live (not revoked) connection."""
+        stmt = (
+            select(AccountRow.id)
+            .join(BrokerConnectionRow, BrokerConnectionRow.id == AccountRow.connection_id)
+            .where(
+                AccountRow.user_id == user_id,
+                AccountRow.venue_account_id == venue_account_id,
+                BrokerConnectionRow.broker == broker,
+                BrokerConnectionRow.status != ConnectionState.REVOKED.value,
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
     async def list_with_connections(self, user_id: str) -> list[AccountListing]:
         """A user's accounts, each with its connection's broker, label and state, oldest first."""
         stmt = (

@@ -1,0 +1,1 @@
+"""Trading routes: balances, positions, instruments, quotes, orders, fills."""

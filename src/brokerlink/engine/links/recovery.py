@@ -1,0 +1,148 @@
+"""Bring a freshly connected account back in line with its venue, from the venue's reports.
+
+Runs each time an account's adapter connects (at startup, after a restart, after a failed
+connect): the stream only carries what happens from now on, so whatever happened while
+brokerlink was away is read from the reports and applied as the events the stream would have
+carried. The same :func:`~brokerlink.engine.links.ingest.ingest` path applies them, so a report
+that repeats something already stored changes nothing.
+
+- Balance and positions: the venue's are the truth; a stored position the venue no longer has
+  is flattened.
+- Orders brokerlink still considers open are looked up by client order id. One the venue has
+  never seen, still ``pending_new``, never reached it (brokerlink stopped between storing the
+  intent and sending it): it is rejected, not sent late at a price its owner did not choose. Fills
+  it is missing are read from the venue's fill history (one pass, only when some order lacks
+  fills) and applied by trade id; then its final state (canceled, expired, rejected) follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from brokerlink.domain.enums import OrderStatus
+from brokerlink.domain.events import (
+    AccountUpdated,
+    DomainEvent,
+    OrderAccepted,
+    OrderCanceled,
+    OrderEventType,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PositionUpdated,
+)
+from brokerlink.domain.models import Fill, Order, Position
+from brokerlink.engine.links.ingest import Outcome
+from brokerlink.engine.links.live import LiveAccount
+from brokerlink.kit.clock import Clock
+from brokerlink.logs import get_logger
+from brokerlink.store.db import Database
+from brokerlink.store.repositories.orders import OrderRepository
+from brokerlink.store.repositories.positions import PositionRepository
+
+_log = get_logger("brokerlink.engine.recovery")
+
+Apply = Callable[[LiveAccount, DomainEvent], Awaitable[Outcome]]
+
+_E = TypeVar("_E", OrderAccepted, OrderCanceled, OrderExpired, OrderRejected)
+
+NEVER_SENT = "never reached the broker: brokerlink stopped before sending it"
+
+
+async def recover(database: Database, live: LiveAccount, *, clock: Clock, apply: Apply) -> None:
+    """Apply what the venue's reports say happened while the account was not followed."""
+    adapter = live.adapter
+    account_id = live.id
+    await sync_holdings(database, live, clock=clock, apply=apply)
+    async with database.session() as session:
+        open_orders = await OrderRepository(session).list_open(account_id)
+    behind: dict[str, tuple[Order, Order]] = {}
+    for order in open_orders:
+        venue = await adapter.order(client_order_id=order.client_order_id)
+        if venue is None:
+            if order.status is OrderStatus.PENDING_NEW:
+                _log.warning("order_never_sent", account_id=account_id, client_order_id=order.client_order_id)
+                await apply(live, _event(OrderRejected, order, clock, reason=NEVER_SENT))
+            else:
+                _log.warning("open_order_unknown_at_venue", account_id=account_id, order_id=order.id)
+            continue
+        behind[order.client_order_id] = (order, venue)
+    if any(venue.filled_qty > order.filled_qty for order, venue in behind.values()):
+        await _catch_up_fills(live, behind, clock=clock, apply=apply)
+    for order, venue in behind.values():
+        for event in _final_events(order, venue, clock):
+            await apply(live, event)
+
+
+async def sync_holdings(database: Database, live: LiveAccount, *, clock: Clock, apply: Apply) -> None:
+    """Make the stored balance and positions the venue's: its positions as reported, and those it
+    no longer has flattened (their realized P&L kept)."""
+    account_id = live.id
+    now = clock.now()
+    await apply(live, AccountUpdated(account_id=account_id, ts=now, balance=await live.adapter.balance()))
+    venue_positions = {p.symbol: p for p in await live.adapter.positions()}
+    async with database.session() as session:
+        stored_positions = await PositionRepository(session).list_for_account(account_id)
+    for position in stored_positions:
+        if position.symbol not in venue_positions:
+            flat = Position(account_id=account_id, symbol=position.symbol, realized_pnl=position.realized_pnl)
+            await apply(live, PositionUpdated(account_id=account_id, ts=now, position=flat))
+    for position in venue_positions.values():
+        await apply(live, PositionUpdated(account_id=account_id, ts=now, position=position))
+
+
+async def _catch_up_fills(
+    live: LiveAccount, behind: dict[str, tuple[Order, Order]], *, clock: Clock, apply: Apply
+) -> None:
+    cursor: str | None = None
+    while True:
+        page = await live.adapter.fills_since(cursor)
+        for fill in page.fills:
+            pair = behind.get(fill.client_order_id or "")
+            if pair is not None:
+                await apply(live, _fill_event(fill, venue=pair[1], clock=clock))
+        if page.next_cursor is None or not page.fills:
+            return
+        cursor = page.next_cursor
+
+
+def _fill_event(fill: Fill, *, venue: Order, clock: Clock) -> OrderFilled:
+    return OrderFilled(
+        account_id=fill.account_id,
+        ts=clock.now(),
+        venue_ts=fill.ts,
+        client_order_id=venue.client_order_id,
+        venue_order_id=venue.venue_order_id,
+        trade_id=fill.trade_id,
+        symbol=fill.symbol,
+        side=fill.side,
+        last_qty=fill.qty,
+        last_price=fill.price,
+        commission=fill.fee,
+        commission_currency=fill.fee_currency,
+    )
+
+
+def _final_events(order: Order, venue: Order, clock: Clock) -> list[OrderEventType]:
+    events: list[OrderEventType] = []
+    if order.status is OrderStatus.PENDING_NEW and venue.venue_order_id and venue.status is not OrderStatus.REJECTED:
+        events.append(_event(OrderAccepted, venue, clock, venue_order_id=venue.venue_order_id))
+    if venue.status is OrderStatus.CANCELED:
+        events.append(_event(OrderCanceled, venue, clock))
+    elif venue.status is OrderStatus.EXPIRED:
+        events.append(_event(OrderExpired, venue, clock))
+    elif venue.status is OrderStatus.REJECTED:
+        events.append(_event(OrderRejected, venue, clock, reason=venue.reject_reason or "rejected by the broker"))
+    return events
+
+
+def _event(kind: type[_E], order: Order, clock: Clock, **fields: object) -> _E:
+    ids: dict[str, object] = {
+        "account_id": order.account_id,
+        "client_order_id": order.client_order_id,
+        "ts": clock.now(),
+    }
+    if "venue_order_id" not in fields and order.venue_order_id is not None:
+        ids["venue_order_id"] = order.venue_order_id
+    return kind(**ids, **fields)  # type: ignore[arg-type]

@@ -1,0 +1,418 @@
+"""Linked broker accounts at run time: link and unlink, keep each adapter connected, persist its events.
+
+:class:`BrokerLinks` owns one adapter per linked account. Linking proves the credentials by
+connecting before anything is stored; then the connection, its vault entry (the credentials,
+sealed) and the account are written in one transaction. At startup every stored link is
+reconnected in the background, and each account is brought back in line with its venue
+(:mod:`brokerlink.engine.links.recovery`) before its live events are applied.
+
+Every adapter event is applied to the store and appended to the event log in one transaction
+(:func:`~brokerlink.engine.links.ingest.ingest`), then published on the bus. A crash between the
+commit and the publish loses the bus message but not the event: the event log has it.
+
+One process per database runs the links (``workers = 1``, the embedded default); spreading them
+over several nodes with leases is the copy engine's work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import msgspec
+from sqlalchemy.exc import IntegrityError
+
+from brokerlink.brokers.backoff import Backoff
+from brokerlink.brokers.base import (
+    AdapterConfig,
+    BrokerAdapter,
+    BrokerError,
+    Credentials,
+    OrderRefused,
+    RefusalReason,
+    adapter_kinds,
+    create_adapter,
+)
+from brokerlink.bus.base import EventBus
+from brokerlink.domain.enums import AccountMode, ConnectionState
+from brokerlink.domain.events import ConnectionChanged, DomainEvent, OrderEvent, OrderFilled, encode_event
+from brokerlink.domain.models import Account, Balance, Instrument, Position
+from brokerlink.engine.links.ingest import ACCOUNT_TOPIC, Outcome, ingest
+from brokerlink.engine.links.live import LiveAccount
+from brokerlink.engine.links.recovery import recover, sync_holdings
+from brokerlink.kit.clock import Clock
+from brokerlink.kit.errors import Conflict, InvalidInput, NotFound, Unavailable
+from brokerlink.kit.ids import new_id
+from brokerlink.logs import get_logger
+from brokerlink.security.vault import Vault
+from brokerlink.store.db import Database
+from brokerlink.store.repositories.accounts import AccountRepository
+from brokerlink.store.repositories.connections import ConnectionRepository
+from brokerlink.store.repositories.instruments import InstrumentRepository
+from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
+
+_log = get_logger("brokerlink.engine.links")
+
+CREDENTIALS_PURPOSE = "broker_credentials"
+HOLDINGS_COALESCE_S = 0.05
+"""Fills within this window share one re-read of positions and balance."""
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_STATE_OF_STREAM = {
+    ConnectionState.CONNECTED: ConnectionState.CONNECTED,
+    ConnectionState.CONNECTING: ConnectionState.CONNECTING,
+    ConnectionState.DEGRADED: ConnectionState.DEGRADED,
+    ConnectionState.DISCONNECTED: ConnectionState.DEGRADED,  # the adapter is reconnecting by itself
+    ConnectionState.REVOKED: ConnectionState.REVOKED,
+}
+
+AdapterFactory = Callable[[str, AdapterConfig], BrokerAdapter]
+
+
+class StoredLink(msgspec.Struct, frozen=True, kw_only=True):
+    """What the vault keeps for one connection: everything needed to reach the account again."""
+
+    base_url: str
+    venue_account_id: str
+    credentials: dict[str, str]
+    options: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"StoredLink(base_url={self.base_url!r}, credentials={sorted(self.credentials)})"
+
+
+class NewLink(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's request to link an account (validated by the API's schema first)."""
+
+    broker: str
+    label: str
+    base_url: str
+    credentials: dict[str, str]
+    venue_account_id: str | None = None
+    account_name: str | None = None
+
+    def __repr__(self) -> str:
+        return f"NewLink(broker={self.broker!r}, label={self.label!r}, credentials={sorted(self.credentials)})"
+
+
+class BrokerLinks:
+    """Every linked account's adapter in this process, and the commands that go through them."""
+
+    def __init__(
+        self,
+        database: Database,
+        bus: EventBus,
+        vault: Vault,
+        clock: Clock,
+        *,
+        adapter_factory: AdapterFactory = create_adapter,
+        allowed_hosts: frozenset[str] = LOOPBACK_HOSTS,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.database = database
+        self.bus = bus
+        self.vault = vault
+        self.clock = clock
+        self.adapter_factory = adapter_factory
+        self.allowed_hosts = allowed_hosts
+        self._backoff = Backoff(base_s=min(1.0, retry_max_s), cap_s=retry_max_s)
+        self._live: dict[str, LiveAccount] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # by connection id
+        self._rng = random.Random()  # noqa: S311 - retry jitter, not secrecy
+        self._stopping = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconnect every stored link in the background (a broker that is down does not delay startup)."""
+        async with self.database.session() as session:
+            rows = await ConnectionRepository(session).list_by_status(
+                ConnectionState.CONNECTED,
+                ConnectionState.CONNECTING,
+                ConnectionState.DEGRADED,
+                ConnectionState.DISCONNECTED,
+            )
+        for row in rows:
+            if row.credentials_ref is not None:
+                self._supervise(row.id)
+        _log.info("links_starting", connections=len(self._tasks))
+
+    async def stop(self) -> None:
+        """Close every adapter and stop reconnecting."""
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def live(self, account_id: str) -> LiveAccount:
+        """The connected account; 503 when its adapter is not connected (or not yet)."""
+        live = self._live.get(account_id)
+        if live is None:
+            raise Unavailable("the account's broker connection is not up; try again shortly")
+        return live
+
+    def is_live(self, account_id: str) -> bool:
+        """Whether the account's adapter is connected in this process."""
+        live = self._live.get(account_id)
+        return live is not None and live.state is ConnectionState.CONNECTED
+
+    # --- linking -----------------------------------------------------------------------------
+
+    async def link(self, user_id: str, request: NewLink) -> Account:
+        """Prove the credentials by connecting, then store the link; returns the new account.
+
+        Nothing is stored when the broker refuses the credentials (422) or cannot be reached (503).
+        """
+        if request.broker not in adapter_kinds():
+            raise InvalidInput(f"broker: unknown broker {request.broker!r}", extra={"field": "broker"})
+        self._check_endpoint(request.base_url)
+        account_id = new_id("acc")
+        config = AdapterConfig(
+            account_id=account_id,
+            venue_account_id=request.venue_account_id or "",
+            base_url=request.base_url,
+            credentials=Credentials(values=dict(request.credentials)),
+        )
+        adapter = self.adapter_factory(request.broker, config)
+        try:
+            await adapter.connect()
+            balance = await adapter.balance()
+            instruments = await adapter.instruments()
+            positions = await adapter.positions()
+        except BaseException:
+            await adapter.close()
+            raise
+        venue_account_id = request.venue_account_id or adapter.venue_account_id
+        account = Account(
+            id=account_id,
+            user_id=user_id,
+            connection_id="",
+            venue_account_id=venue_account_id,
+            name=request.account_name or request.label,
+            currency=balance.currency,
+            mode=AccountMode.HEDGING if adapter.capabilities.hedging else AccountMode.NETTING,
+        )
+        stored = StoredLink(
+            base_url=request.base_url, venue_account_id=venue_account_id, credentials=request.credentials
+        )
+        try:
+            account = await self._store_link(
+                user_id, request, account=account, stored=stored, balance=balance, instruments=instruments,
+                positions=positions,
+            )  # fmt: skip
+        except BaseException:
+            await adapter.close()
+            raise
+        _log.info(
+            "broker_linked",
+            user_id=user_id,
+            broker=request.broker,
+            connection_id=account.connection_id,
+            account_id=account_id,
+        )
+        live = LiveAccount(account, broker=request.broker, adapter=adapter, instruments=instruments)
+        self._supervise(account.connection_id, first=live)
+        return account
+
+    async def _store_link(
+        self,
+        user_id: str,
+        request: NewLink,
+        *,
+        account: Account,
+        stored: StoredLink,
+        balance: Balance,
+        instruments: list[Instrument],
+        positions: list[Position],
+    ) -> Account:
+        now = self.clock.now()
+        async with self.database.session() as session:
+            if await AccountRepository(session).is_linked(user_id, request.broker, stored.venue_account_id):
+                raise Conflict(f"{request.broker} account {stored.venue_account_id} is already linked")
+            connections = ConnectionRepository(session)
+            try:
+                row = await connections.create(
+                    user_id=user_id, broker=request.broker, label=request.label, now=now,
+                    status=ConnectionState.CONNECTED,
+                )  # fmt: skip
+            except IntegrityError:
+                raise Conflict(f"a connection labelled {request.label!r} exists", extra={"field": "label"}) from None
+            sealed = msgspec.json.encode(stored)
+            secret_id = await self.vault.put(
+                session, owner_id=row.id, purpose=CREDENTIALS_PURPOSE, plaintext=sealed, now=now
+            )
+            await connections.set_credentials_ref(row.id, secret_id, now=now)
+            account = msgspec.structs.replace(account, connection_id=row.id)
+            await AccountRepository(session).add(account, now=now)
+            await InstrumentRepository(session).upsert_many(request.broker, instruments, now=now)
+            await BalanceRepository(session).upsert(balance)
+            for position in positions:
+                await PositionRepository(session).upsert(position, now=now)
+            await session.commit()
+        return account
+
+    async def unlink(self, user_id: str, connection_id: str) -> None:
+        """Disconnect and forget the credentials. Accounts without history go; others stay, revoked."""
+        async with self.database.session() as session:
+            connections = ConnectionRepository(session)
+            row = await connections.get_for_user(user_id, connection_id)
+            if row is None:
+                raise NotFound("connection not found")
+            task = self._tasks.pop(connection_id, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            now = self.clock.now()
+            if row.credentials_ref is not None:
+                await self.vault.delete(session, row.credentials_ref)
+                await connections.set_credentials_ref(connection_id, None, now=now)
+            try:
+                async with session.begin_nested():
+                    await connections.delete_for_user(user_id, connection_id)
+            except IntegrityError:  # orders or fills refer to its accounts: keep the history
+                await connections.set_status(connection_id, ConnectionState.REVOKED, now=now)
+            await session.commit()
+        _log.info("broker_unlinked", user_id=user_id, connection_id=connection_id)
+
+    def _check_endpoint(self, base_url: str) -> None:
+        # The server connects wherever a user points it: without a list of allowed hosts, linking
+        # would let any user make it call internal services (server-side request forgery).
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        if parts.scheme not in {"http", "https"} or host not in self.allowed_hosts:
+            raise InvalidInput(
+                f"base_url: {host or base_url!r} is not an allowed broker endpoint", extra={"field": "base_url"}
+            )
+
+    # --- running each link ---------------------------------------------------------------------
+
+    def _supervise(self, connection_id: str, *, first: LiveAccount | None = None) -> None:
+        if first is not None:  # usable from the moment link() returns
+            self._live[first.id] = first
+        task = asyncio.create_task(self._run(connection_id, first), name=f"link-{connection_id}")
+        self._tasks[connection_id] = task
+
+    async def _run(self, connection_id: str, live: LiveAccount | None) -> None:
+        attempt = 0
+        while not self._stopping:
+            if live is None:
+                try:
+                    live = await self._open(connection_id)
+                except OrderRefused as exc:
+                    if exc.reason is not RefusalReason.AUTH:
+                        raise
+                    _log.warning("broker_credentials_refused", connection_id=connection_id)
+                    await self._set_status(connection_id, ConnectionState.REVOKED)
+                    return
+                except (BrokerError, OSError) as exc:
+                    delay = self._backoff.delay(attempt, self._rng)
+                    _log.warning("broker_connect_failed", connection_id=connection_id, error=str(exc), retry_in_s=delay)
+                    await self._set_status(connection_id, ConnectionState.DISCONNECTED)
+                    await asyncio.sleep(delay)
+                    attempt = min(attempt + 1, 16)
+                    continue
+                if live is None:  # the connection or its account is gone
+                    return
+                try:
+                    await recover(self.database, live, clock=self.clock, apply=self.apply)
+                except BaseException:
+                    await live.adapter.close()
+                    raise
+            attempt = 0
+            self._live[live.id] = live
+            try:
+                await self._set_status(connection_id, ConnectionState.CONNECTED)
+                await self._pump(connection_id, live)
+            finally:
+                self._live.pop(live.id, None)
+                await live.stop_refresh()
+                await live.adapter.close()
+            live = None
+
+    async def _open(self, connection_id: str) -> LiveAccount | None:
+        async with self.database.session() as session:
+            row = await ConnectionRepository(session).get_by_id(connection_id)
+            if row is None or row.credentials_ref is None:
+                return None
+            accounts = await AccountRepository(session).list_for_connection(connection_id)
+            if not accounts:
+                return None
+            stored = msgspec.json.decode(
+                await self.vault.get(session, row.credentials_ref, owner_id=connection_id), type=StoredLink
+            )
+        account = accounts[0]
+        await self._set_status(connection_id, ConnectionState.CONNECTING)
+        config = AdapterConfig(
+            account_id=account.id,
+            venue_account_id=stored.venue_account_id,
+            base_url=stored.base_url,
+            credentials=Credentials(values=stored.credentials),
+            options=stored.options,
+        )
+        adapter = self.adapter_factory(row.broker, config)
+        try:
+            await adapter.connect()
+            instruments = await adapter.instruments()
+        except BaseException:
+            await adapter.close()
+            raise
+        async with self.database.session() as session:
+            await InstrumentRepository(session).upsert_many(row.broker, instruments, now=self.clock.now())
+            await session.commit()
+        return LiveAccount(account, broker=row.broker, adapter=adapter, instruments=instruments)
+
+    async def _pump(self, connection_id: str, live: LiveAccount) -> None:
+        async for event in live.adapter.events():
+            if isinstance(event, ConnectionChanged):
+                live.state = _STATE_OF_STREAM[event.state]
+                await self._set_status(connection_id, live.state)
+                continue
+            await self.apply(live, event)
+
+    async def apply(self, live: LiveAccount, event: DomainEvent) -> Outcome:
+        """Persist one event of ``live``'s account, publish it, and wake whoever waits on its order."""
+        async with live.lock, self.database.session() as session:
+            outcome = await ingest(session, event, now=self.clock.now())
+            await session.commit()
+        if outcome in (Outcome.APPLIED, Outcome.UNTRACKED):
+            try:
+                await self.bus.publish(ACCOUNT_TOPIC, event.account_id, encode_event(event))
+            except Unavailable as exc:  # the event log has it; a bus outage must not stop the account
+                _log.warning("bus_publish_failed", account_id=event.account_id, event_type=event.tag, error=str(exc))
+        if isinstance(event, OrderEvent):
+            live.notify(event.client_order_id)
+        if isinstance(event, OrderFilled) and outcome is not Outcome.DUPLICATE:
+            self._refresh_holdings(live)
+        return outcome
+
+    def _refresh_holdings(self, live: LiveAccount) -> None:
+        """Re-read the balance and positions soon after fills. Brokers differ in whether (and how
+        promptly) they push position and balance changes; reading them after each burst of fills
+        keeps the stored ones current with every broker. A burst costs one read, not one per fill."""
+        if live.refresh is not None and not live.refresh.done():
+            live.refresh_again = True
+            return
+        live.refresh = asyncio.create_task(self._refresh_loop(live), name=f"holdings-{live.id}")
+
+    async def _refresh_loop(self, live: LiveAccount) -> None:
+        while True:
+            live.refresh_again = False
+            await asyncio.sleep(HOLDINGS_COALESCE_S)
+            try:
+                await sync_holdings(self.database, live, clock=self.clock, apply=self.apply)
+            except (BrokerError, OSError) as exc:
+                _log.warning("holdings_refresh_failed", account_id=live.id, error=str(exc))
+            if not live.refresh_again:
+                return
+
+    async def _set_status(self, connection_id: str, status: ConnectionState) -> None:
+        async with self.database.session() as session:
+            await ConnectionRepository(session).set_status(connection_id, status, now=self.clock.now())
+            await session.commit()
