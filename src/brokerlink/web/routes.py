@@ -6,6 +6,7 @@ redirects to ``/login`` (the problem handler does it for any HTML request withou
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -18,12 +19,17 @@ from brokerlink import __version__
 from brokerlink.api.auth.cookies import sign_in, sign_out
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
 from brokerlink.api.guards import require_form_body
+from brokerlink.domain.models import Balance, Order, Position
 from brokerlink.kit.errors import BrokerlinkError, InvalidCredentials
 from brokerlink.security.users import UserService
-from brokerlink.store.repositories.accounts import AccountRepository
+from brokerlink.store.repositories.accounts import AccountListing, AccountRepository
+from brokerlink.store.repositories.orders import OrderRepository
+from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 from brokerlink.store.repositories.users import UserRepository
 
 PUBLIC = {"exclude_from_auth": True}
+DASHBOARD_ORDERS = 20
+"""Recent orders shown per account (the API pages through the rest)."""
 
 
 class LoginForm(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -51,14 +57,60 @@ def safe_next(target: str) -> str:
     return target
 
 
+def plain(value: Decimal | None) -> str:
+    """A decimal as the dashboard shows it: exact, no exponent, trailing zeros trimmed to two places.
+
+    The store keeps a fixed scale (``1.08503000000``); the digits that matter are all still shown.
+    ``static/dashboard.js`` formats the API's strings the same way.
+    """
+    if value is None:
+        return "—"
+    text = f"{value:f}"
+    if "." not in text:
+        return text
+    whole, fraction = text.split(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+class AccountPanel(msgspec.Struct, frozen=True, kw_only=True):
+    """One account on the dashboard with what the store last heard from its broker."""
+
+    account: AccountListing
+    balances: list[Balance]
+    positions: list[Position]
+    orders: list[Order]
+
+
 @get("/", include_in_schema=False)
 async def dashboard(principal: CurrentPrincipal, db: DbSession) -> Template:
-    """The signed-in user's accounts across brokers."""
+    """The signed-in user's accounts across brokers, with balances, positions and recent orders.
+
+    Rendered from the store so the page is complete without scripts; ``static/dashboard.js`` then
+    adds live quotes, marks and the order ticket through the ``/v1`` API.
+    """
     user = await UserRepository(db).get(principal.user_id)
-    accounts = await AccountRepository(db).list_with_connections(principal.user_id)
-    return Template(
-        template_name="dashboard.html", context={"user": user, "accounts": accounts, "version": __version__}
-    )
+    listings = await AccountRepository(db).list_with_connections(principal.user_id)
+    panels = []
+    for listing in listings:
+        if not principal.can_reach_account(listing.id):
+            continue
+        orders = await OrderRepository(db).list_for_account(listing.id, limit=DASHBOARD_ORDERS, descending=True)
+        panels.append(
+            AccountPanel(
+                account=listing,
+                balances=await BalanceRepository(db).list_for_account(listing.id),
+                positions=await PositionRepository(db).list_for_account(listing.id),
+                orders=list(orders.items),
+            )
+        )
+    context = {
+        "user": user,
+        "panels": panels,
+        "plain": plain,
+        "recent_orders": DASHBOARD_ORDERS,
+        "version": __version__,
+    }
+    return Template(template_name="dashboard.html", context=context)
 
 
 @get("/login", opt=PUBLIC, include_in_schema=False)
