@@ -5,6 +5,7 @@ Bounded: each wait polls a fixed number of times and the process is killed if it
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -42,6 +44,17 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], attempts: int = 240) -> 
             pass
         time.sleep(0.25)
     raise AssertionError("server did not become healthy within 60 s")
+
+
+def wait_connected(client: httpx.Client, count: int, attempts: int = 120) -> list[dict[str, str]]:
+    """Poll /v1/accounts (every 0.25 s, at most ``attempts`` times) until ``count`` accounts are connected."""
+    accounts: list[dict[str, str]] = []
+    for _ in range(attempts):
+        accounts = client.get("/v1/accounts").json()["data"]
+        if len(accounts) == count and all(a["connection_status"] == "connected" for a in accounts):
+            return accounts
+        time.sleep(0.25)
+    raise AssertionError(f"accounts did not all connect: {accounts}")
 
 
 # (server, how the port and data directory are given, the signal that stops it)
@@ -85,12 +98,25 @@ def test_demo_serves_signs_in_and_stops_cleanly(demo: tuple[str, subprocess.Pope
         r = client.post("/v1/auth/login", json={"email": email, "password": password}, headers={"x-csrf-token": token})
         assert r.status_code == 200, r.text
         assert client.get("/v1/me").json()["email"] == email
-        assert client.get("/v1/accounts").json() == {"data": []}
+        accounts = wait_connected(client, count=2)
+        assert sorted(a["name"] for a in accounts) == ["Sim Crypto", "Sim FX"]
+        for account, symbol in zip(sorted(accounts, key=lambda a: a["name"]), ["BTC/USDT", "EUR/USD"], strict=True):
+            quotes = client.get(f"/v1/accounts/{account['id']}/quotes", params={"symbols": symbol})
+            assert quotes.status_code == 200, quotes.text
+            quote = quotes.json()["data"][0]
+            assert quote["symbol"] == symbol
+            assert Decimal(quote["bid"]) <= Decimal(quote["ask"])
         page = client.get("/", headers={"accept": "text/html"})
-        assert "No broker accounts linked yet" in page.text
+        assert "Sim FX" in page.text
+        assert "Sim Crypto" in page.text
 
+    venues = json.loads((log.parent / "var" / "demo-venues.json").read_text())
+    assert oct((log.parent / "var" / "demo-venues.json").stat().st_mode & 0o777) == "0o600"
     proc.send_signal(stop_signal)
     assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
+    for venue in venues:  # the venues stopped with the demo: nothing is left listening
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{venue['port']}/api/v1/instruments", timeout=2)
     assert (log.parent / "var" / "brokerlink.db").exists()
     assert "stopped" in log.read_text()  # the app's shutdown ran (database and bus closed)
 
@@ -98,6 +124,7 @@ def test_demo_serves_signs_in_and_stops_cleanly(demo: tuple[str, subprocess.Pope
 def test_demo_keeps_the_same_credentials_across_restarts(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERLINK_")}
     first = tmp_path / "var" / "demo-credentials.json"
+    printed: list[str] = []
     for _ in range(2):
         port = free_port()
         with (tmp_path / "out.log").open("w") as out:
@@ -116,5 +143,9 @@ def test_demo_keeps_the_same_credentials_across_restarts(tmp_path: Path) -> None
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+            printed.append((tmp_path / "out.log").read_text())
     assert first.read_text() == before
+    # The first run links each trader's two sim accounts; the second reuses those links.
+    assert "linked      4 sim accounts" in printed[0]
+    assert "linked " not in printed[1]
     assert oct(first.stat().st_mode & 0o777) == "0o600"

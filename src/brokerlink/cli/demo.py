@@ -39,6 +39,10 @@ _DEMO_USERS: tuple[tuple[str, str, Role, str], ...] = (
 )
 
 
+TRADERS = frozenset({"alice@example.com", "pat@example.com"})
+"""Demo users who get linked sim accounts (the operator trades nothing)."""
+
+
 def _load_or_create_credentials(settings: Settings) -> list[DemoCredential]:
     path = settings.data_dir / "demo-credentials.json"
     if path.exists():

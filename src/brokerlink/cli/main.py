@@ -89,8 +89,9 @@ def demo(
     data_dir: DataDirOpt = None,
     server_name: Annotated[str | None, typer.Option("--server", help="granian (default) or uvicorn.")] = None,
 ) -> None:
-    """Run the demo: the server on 127.0.0.1 with demo users seeded. Ctrl-C stops it."""
-    from brokerlink.cli.demo import seed
+    """Run the demo: two sim venues, the server on 127.0.0.1, demo users with linked accounts. Ctrl-C stops it."""
+    from brokerlink.cli import demo_venues
+    from brokerlink.cli.demo import TRADERS, seed
 
     # The demo is plain HTTP on loopback by construction, where a browser may drop Secure cookies.
     settings = _settings(
@@ -99,17 +100,29 @@ def demo(
     configure_logging(settings.log_level, "console")
     _migrate(settings)
     credentials = asyncio.run(seed(settings))
-    url = f"http://127.0.0.1:{settings.port}"
-    console.rule("[bold]brokerlink demo")
-    console.print(f"dashboard   {url}/")
-    console.print(f"API docs    {url}/docs  (sign in first)")
-    console.print(f"health      {url}/healthz")
-    console.print(f"data        {settings.data_dir}")
-    for cred in credentials:
-        console.print(f"sign in as  [bold]{cred.email}[/] / {cred.password}  ({cred.description})")
-    console.print("Ctrl-C stops the server.")
-    console.rule()
-    server.run(settings)
+    traders = [c.email for c in credentials if c.email in TRADERS]
+    venues = demo_venues.load_or_create(settings, traders)
+    try:
+        with demo_venues.running(settings, venues):
+            linked = asyncio.run(demo_venues.link_all(settings, venues, traders))
+            url = f"http://127.0.0.1:{settings.port}"
+            console.rule("[bold]brokerlink demo")
+            console.print(f"dashboard   {url}/")
+            console.print(f"API docs    {url}/docs  (sign in first)")
+            console.print(f"health      {url}/healthz")
+            console.print(f"data        {settings.data_dir}")
+            for venue in venues:
+                console.print(f"sim venue   {venue.label}: {venue.base_url}  ({venue.config.instrument_set})")
+            if linked:
+                console.print(f"linked      {linked} sim accounts for {', '.join(traders)}")
+            for cred in credentials:
+                console.print(f"sign in as  [bold]{cred.email}[/] / {cred.password}  ({cred.description})")
+            console.print("Ctrl-C stops the server and the venues.")
+            console.rule()
+            server.run(settings)
+    except RuntimeError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(code=1) from exc
 
 
 @user_app.command("create")
@@ -153,3 +166,7 @@ def _safe_url(url: str) -> str:
 def main() -> None:
     """Entry point of the ``brokerlink`` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()
