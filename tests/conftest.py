@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, settings
 
 from tests.backends import mark_backend
 
+pytest_plugins = ["tests.links_fixtures"]
+
 # Property tests are bounded by example count, never by wall-clock deadlines (noisy 2-core machines).
 settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")

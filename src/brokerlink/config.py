@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(default=True, description="Apply database migrations when the server starts.")
     allow_registration: bool = Field(default=True, description="Whether anyone may create an account.")
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
+    demo_bot_email: str | None = Field(
+        default=None, description="Demo only: a provider bot trades this user's linked accounts (the demo sets it)."
+    )
+    demo_bot_interval_s: float = Field(default=4.0, gt=0, description="Demo only: mean seconds between bot trades.")
     vault_key: SecretStr | None = Field(
         default=None,
         description="The vault's key-encryption key, 'key_id:base64key' (32 bytes); unset: vault_key_file holds keys.",

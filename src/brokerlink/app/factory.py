@@ -28,6 +28,7 @@ from brokerlink.api.health import healthz, readyz
 from brokerlink.api.openapi import openapi_document
 from brokerlink.api.problems import EXCEPTION_HANDLERS
 from brokerlink.api.trading.routes import account_trading_router, orders_router
+from brokerlink.app.demo_bot import DemoBot
 from brokerlink.app.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
 from brokerlink.bus.base import EventBus
 from brokerlink.bus.factory import create_bus
@@ -69,10 +70,16 @@ def create_app(
         app.state.bus = event_bus
         app.state.links = links
         await links.start()
+        bot = None
+        if settings.demo_bot_email:
+            bot = DemoBot(links, settings.demo_bot_email, interval_s=settings.demo_bot_interval_s)
+            bot.start()
         _log.info("started", version=__version__, database=database.dialect, bus=settings.bus_backend)
         try:
             yield
         finally:
+            if bot is not None:
+                await bot.stop()
             await links.stop()
             if bus is None:
                 await event_bus.close()

@@ -58,7 +58,7 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     under concurrency: a transaction that read first holds a snapshot, and once another connection
     commits, its first write fails at once with "database is locked" (no busy wait can help).
     Read-then-write is what nearly every request does, so instead BEGIN is emitted lazily, right
-    before the first statement that writes (or a SAVEPOINT). Reads before it see the latest commit,
+    IMMEDIATE right before the first statement that writes (or a SAVEPOINT). Reads before it see the latest commit,
     as under PostgreSQL's READ COMMITTED; writers queue on the busy timeout; savepoints nest.
     """
     fk_pragma = f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}"
@@ -84,7 +84,10 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     ) -> None:
         if conn.in_transaction() and not conn.info.get(_BEGUN, True) and _NEEDS_TRANSACTION.match(statement):
             conn.info[_BEGUN] = True
-            cursor.execute("BEGIN")
+            # IMMEDIATE: take the write lock now (queueing on the busy timeout). A plain BEGIN would
+            # let a SAVEPOINT's reads take a snapshot that another writer's commit makes stale, and
+            # the first write after it would then fail at once with "database is locked".
+            cursor.execute("BEGIN IMMEDIATE")
 
 
 def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True) -> AsyncEngine:

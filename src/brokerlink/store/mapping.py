@@ -1,18 +1,21 @@
 """Conversions between table rows and the domain's frozen structs.
 
 Repositories hand services domain objects, never rows, for every table that has a domain struct
-(accounts, instruments, orders, fills, positions, balances). Enum columns hold plain strings; they
-become StrEnum members here, so an unknown value in the database fails loudly on read.
+(accounts, instruments, orders, fills, positions, balances, and the copy trading tables). Enum
+columns hold plain strings; they become StrEnum members here, so an unknown value in the database
+fails loudly on read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import msgspec
 
+from brokerlink.domain.copy import CopyEvent, CopyIntent, CopyLink, CopySignal, Strategy, Subscription
 from brokerlink.domain.models import Account, Balance, Fill, Instrument, Order, Position
 from brokerlink.store.models import OrderRow
 
@@ -87,6 +90,16 @@ def fill_values(fill: Fill, row_id: str) -> dict[str, Any]:
     }
 
 
+def struct_values(struct: msgspec.Struct) -> dict[str, Any]:
+    """Column values for a new row of a struct whose fields are exactly its table's columns
+    (the copy trading structs): every field, enum members as their values.
+    """
+    return {
+        name: value.value if isinstance(value, StrEnum) else value
+        for name, value in zip(struct.__struct_fields__, msgspec.structs.astuple(struct), strict=True)
+    }
+
+
 def _from_row(model: type[M]) -> Callable[[object], M]:
     def convert(row: object) -> M:
         # Reads the model's declared fields by name from the row, validating enum strings and types;
@@ -103,3 +116,9 @@ order_from_row = _from_row(Order)
 fill_from_row = _from_row(Fill)
 position_from_row = _from_row(Position)
 balance_from_row = _from_row(Balance)
+strategy_from_row = _from_row(Strategy)
+subscription_from_row = _from_row(Subscription)
+copy_signal_from_row = _from_row(CopySignal)
+copy_link_from_row = _from_row(CopyLink)
+copy_intent_from_row = _from_row(CopyIntent)
+copy_event_from_row = _from_row(CopyEvent)

@@ -34,9 +34,20 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from brokerlink.domain.copy import (
+    CopyEventKind,
+    CopyOrderType,
+    IntentAction,
+    IntentStatus,
+    LinkStatus,
+    StrategyStatus,
+    StrategyVisibility,
+    SubscriptionStatus,
+)
 from brokerlink.domain.enums import (
     AccountMode,
     AssetClass,
@@ -137,6 +148,10 @@ class AccountRow(Base):
     __tablename__ = "accounts"
     __table_args__ = (
         UniqueConstraint("connection_id", "venue_account_id"),
+        # Target of the (account_id, owner) foreign keys of strategies and subscriptions. A unique
+        # index rather than a constraint (both databases accept either as a foreign key's target):
+        # SQLite adds an index in place, where a constraint would mean rebuilding the table.
+        Index("uq_accounts_id_user_id", "id", "user_id", unique=True),
         # The account's owner is its connection's owner, enforced by the database: a bug that
         # filed an account under another user's connection could otherwise leak it to them.
         ForeignKeyConstraint(
@@ -315,4 +330,250 @@ class VaultSecretRow(Base):
     key_nonce: Mapped[bytes] = mapped_column(LargeBinary)
     nonce: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
+# Copy trading (DESIGN.md, "Copy trading"). Copy history is trading history, like orders and fills:
+# an account that backs a strategy or follows one cannot be deleted (RESTRICT), so neither can its
+# user. Inside copy trading, rows go with their parent: deleting a strategy (a deliberate purge)
+# takes its subscriptions, signals, links, intents and events along.
+
+_NOT_STOPPED = text("status != 'stopped'")
+_OPEN = text("status = 'open'")
+
+
+class StrategyRow(Base):
+    """A provider's strategy, backed by one of the provider's accounts.
+
+    ``(account_id, provider_user_id)`` references ``accounts(id, user_id)``: the database refuses a
+    strategy on someone else's account. ``account_id`` is indexed because the engine finds the
+    strategies to copy from the account that filled.
+    """
+
+    __tablename__ = "strategies"
+    __table_args__ = (
+        UniqueConstraint("provider_user_id", "name"),
+        # Target of the copy signals' (strategy_id, provider_account_id) foreign key.
+        UniqueConstraint("id", "account_id"),
+        ForeignKeyConstraint(
+            ["account_id", "provider_user_id"],
+            ["accounts.id", "accounts.user_id"],
+            ondelete="RESTRICT",
+        ),
+        one_of("visibility", StrategyVisibility),
+        one_of("status", StrategyStatus),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    provider_user_id: Mapped[str] = mapped_column(ID)
+    account_id: Mapped[str] = mapped_column(ID, index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    visibility: Mapped[str] = mapped_column(ENUM)
+    min_follower_equity: Mapped[Decimal | None]
+    status: Mapped[str] = mapped_column(ENUM)
+    fill_cursor: Mapped[str | None] = mapped_column(ID)
+    """The id of the last provider fill (``fills.id``) the copy engine consumed."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class StrategyPositionRow(Base):
+    """The provider's net position on a symbol as the copy engine has accounted for it (signed).
+
+    Snapshotted from the provider's positions when the strategy is created, then moved by each
+    consumed fill in the same transaction, so every signal knows its ``before`` exactly.
+    """
+
+    __tablename__ = "strategy_positions"
+
+    strategy_id: Mapped[str] = mapped_column(ID, ForeignKey("strategies.id", ondelete="CASCADE"), primary_key=True)
+    symbol: Mapped[str] = mapped_column(SYMBOL, primary_key=True)
+    qty: Mapped[Decimal]
+    updated_at: Mapped[datetime]
+
+
+class SubscriptionRow(Base):
+    """A follower account copying a strategy. ``settings`` is JSON text the store does not read.
+
+    ``(account_id, follower_user_id)`` references ``accounts(id, user_id)``: the database refuses a
+    subscription that would copy into someone else's account. One subscription per strategy and
+    account until it is stopped (a partial unique index; stopped ones stay as history).
+    """
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["account_id", "follower_user_id"],
+            ["accounts.id", "accounts.user_id"],
+            ondelete="RESTRICT",
+        ),
+        # Target of the intents' (subscription_id, follower_account_id) foreign key.
+        UniqueConstraint("id", "account_id"),
+        Index(
+            "uq_subscriptions_strategy_id_account_id_live",
+            "strategy_id",
+            "account_id",
+            unique=True,
+            sqlite_where=_NOT_STOPPED,
+            postgresql_where=_NOT_STOPPED,
+        ),
+        one_of("status", SubscriptionStatus),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID, ForeignKey("strategies.id", ondelete="CASCADE"), index=True)
+    follower_user_id: Mapped[str] = mapped_column(ID, index=True)
+    account_id: Mapped[str] = mapped_column(ID, index=True)
+    settings: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(ENUM)
+    version: Mapped[int] = mapped_column(Integer)
+    start_equity: Mapped[Decimal | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+
+
+class CopySignalRow(Base):
+    """A provider execution the engine consumed. ``(strategy_id, provider_trade_id)`` is the deduplication key.
+
+    ``(strategy_id, provider_account_id)`` references ``strategies(id, account_id)``, so a signal can
+    only be filed under the strategy whose account filled.
+    """
+
+    __tablename__ = "copy_signals"
+    __table_args__ = (
+        UniqueConstraint("strategy_id", "provider_trade_id"),
+        ForeignKeyConstraint(
+            ["strategy_id", "provider_account_id"],
+            ["strategies.id", "strategies.account_id"],
+            ondelete="CASCADE",
+        ),
+        one_of("side", Side),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    strategy_id: Mapped[str] = mapped_column(ID)
+    provider_account_id: Mapped[str] = mapped_column(ID)
+    provider_trade_id: Mapped[str] = mapped_column(EXTERNAL_ID)
+    symbol: Mapped[str] = mapped_column(SYMBOL)
+    side: Mapped[str] = mapped_column(ENUM)
+    qty: Mapped[Decimal]
+    price: Mapped[Decimal]
+    provider_position_before: Mapped[Decimal]
+    provider_position_after: Mapped[Decimal]
+    venue_ts: Mapped[datetime]
+    received_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class CopyLinkRow(Base):
+    """The follower position copied from one provider position: one open link per subscription and
+    provider symbol (a partial unique index); closed links stay as history.
+    """
+
+    __tablename__ = "copy_links"
+    __table_args__ = (
+        Index(
+            "uq_copy_links_subscription_id_provider_symbol_open",
+            "subscription_id",
+            "provider_symbol",
+            unique=True,
+            sqlite_where=_OPEN,
+            postgresql_where=_OPEN,
+        ),
+        one_of("side", Side),
+        one_of("status", LinkStatus),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(ID, ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True)
+    provider_symbol: Mapped[str] = mapped_column(SYMBOL)
+    follower_symbol: Mapped[str] = mapped_column(SYMBOL)
+    side: Mapped[str] = mapped_column(ENUM)
+    qty: Mapped[Decimal]
+    status: Mapped[str] = mapped_column(ENUM)
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class CopyIntentRow(Base):
+    """The outbox: one follower order, written in the transaction that consumed its cause.
+
+    ``(follower_account_id, client_order_id)`` is unique, like ``orders``. ``(subscription_id,
+    follower_account_id)`` references ``subscriptions(id, account_id)``: an intent can only target
+    its subscription's account (and through it, an account that exists). An intent is order history
+    and goes only with its subscription: a purged signal, link or order leaves it in place, without
+    the reference. (That is also what PostgreSQL needs: when one DELETE cascades down two paths, a
+    NO ACTION reference between them may be checked before the other path has removed its rows.)
+    Latencies are integer microseconds.
+    """
+
+    __tablename__ = "copy_intents"
+    __table_args__ = (
+        UniqueConstraint("follower_account_id", "client_order_id"),
+        ForeignKeyConstraint(
+            ["subscription_id", "follower_account_id"],
+            ["subscriptions.id", "subscriptions.account_id"],
+            # Named by hand: the convention's name would exceed PostgreSQL's 63 characters.
+            name="fk_copy_intents_subscription_id_follower_account_id",
+            ondelete="CASCADE",
+        ),
+        Index("ix_copy_intents_subscription_id_id", "subscription_id", "id"),
+        # The relay's queue: pending (and sent) intents, oldest first.
+        Index("ix_copy_intents_status_id", "status", "id"),
+        one_of("action", IntentAction),
+        one_of("side", Side),
+        one_of("order_type", CopyOrderType),
+        one_of("tif", TimeInForce),
+        one_of("status", IntentStatus),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(ID)
+    signal_id: Mapped[str | None] = mapped_column(ID, ForeignKey("copy_signals.id", ondelete="SET NULL"))
+    link_id: Mapped[str | None] = mapped_column(ID, ForeignKey("copy_links.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(ENUM)
+    follower_account_id: Mapped[str] = mapped_column(ID)
+    client_order_id: Mapped[str] = mapped_column(EXTERNAL_ID)
+    symbol: Mapped[str] = mapped_column(SYMBOL)
+    side: Mapped[str] = mapped_column(ENUM)
+    qty: Mapped[Decimal]
+    order_type: Mapped[str] = mapped_column(ENUM)
+    limit_price: Mapped[Decimal | None]
+    tif: Mapped[str] = mapped_column(ENUM)
+    status: Mapped[str] = mapped_column(ENUM)
+    order_id: Mapped[str | None] = mapped_column(ID, ForeignKey("orders.id", ondelete="SET NULL"))
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    acked_at: Mapped[datetime | None]
+    signal_us: Mapped[int | None] = mapped_column(BigInteger)
+    engine_us: Mapped[int | None] = mapped_column(BigInteger)
+    broker_us: Mapped[int | None] = mapped_column(BigInteger)
+    slippage_bps: Mapped[Decimal | None]
+
+
+class CopyEventRow(Base):
+    """What a follower is shown about a subscription: copies, skips with their reason, guards, changes.
+
+    The signal and intent an event mentions may be purged before it; the event stays, without them.
+    """
+
+    __tablename__ = "copy_events"
+    __table_args__ = (
+        Index("ix_copy_events_subscription_id_id", "subscription_id", "id"),
+        one_of("kind", CopyEventKind),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(ID, ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(ENUM)
+    reason: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)
+    signal_id: Mapped[str | None] = mapped_column(ID, ForeignKey("copy_signals.id", ondelete="SET NULL"))
+    intent_id: Mapped[str | None] = mapped_column(ID, ForeignKey("copy_intents.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]

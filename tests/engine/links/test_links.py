@@ -30,7 +30,7 @@ from brokerlink.store.repositories.fills import FillRepository
 from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 from tests.contract.harness import SimHarness
-from tests.engine.links.conftest import API_KEY, LinksFactory, new_link
+from tests.links_fixtures import API_KEY, LinksFactory, new_link
 
 T = TypeVar("T")
 

@@ -12,8 +12,8 @@ from brokerlink.store.db import Database
 from brokerlink.store.repositories.connections import ConnectionRepository
 from brokerlink.store.repositories.fills import FillRepository
 from tests.contract.harness import SimHarness, sim_venue
-from tests.engine.links.conftest import API_KEY, API_SECRET, LinksFactory, new_link
 from tests.engine.links.test_links import eventually, stored_order
+from tests.links_fixtures import API_KEY, API_SECRET, LinksFactory, new_link
 
 QTY = Decimal("0.10")
 

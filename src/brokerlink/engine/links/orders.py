@@ -68,9 +68,19 @@ def _same_order(order: Order, ticket: OrderTicket) -> bool:
 
 
 async def place_order(
-    links: BrokerLinks, account_id: str, ticket: OrderTicket, *, ack_wait_s: float = ACK_WAIT_S
+    links: BrokerLinks,
+    account_id: str,
+    ticket: OrderTicket,
+    *,
+    ack_wait_s: float = ACK_WAIT_S,
+    keep_unsent: bool = False,
 ) -> tuple[Order, bool]:
-    """Place ``ticket`` in the account; returns the order and whether this call created it."""
+    """Place ``ticket`` in the account; returns the order and whether this call created it.
+
+    ``keep_unsent``: when the broker provably did not take the order (a transient failure, an
+    unknown outcome that lookup shows never arrived), leave it ``pending_new`` for the caller to
+    send again with :func:`send_stored` (an outbox), instead of rejecting it.
+    """
     live = links.live(account_id)
     instrument = live.instrument(ticket.symbol)
     capabilities = live.adapter.capabilities
@@ -122,13 +132,26 @@ async def place_order(
         await session.commit()
     changed = live.changed(client_order_id)
     try:
-        await _send(links, live, order)
+        await _send(links, live, order, keep_unsent=keep_unsent)
         return await _await_change(links, order, changed=changed, done=_acknowledged, wait_s=ack_wait_s), True
     finally:
         live.forget(client_order_id)
 
 
-async def _send(links: BrokerLinks, live: LiveAccount, order: Order) -> None:
+async def send_stored(links: BrokerLinks, order: Order, *, ack_wait_s: float = ACK_WAIT_S) -> Order:
+    """Send an order that is stored ``pending_new`` but was never sent (an outbox replay after a
+    restart), under its own client order id: a venue that got it after all refuses the duplicate."""
+    live = links.live(order.account_id)
+    live.require_connected()
+    changed = live.changed(order.client_order_id)
+    try:
+        await _send(links, live, order, keep_unsent=True)
+        return await _await_change(links, order, changed=changed, done=_acknowledged, wait_s=ack_wait_s)
+    finally:
+        live.forget(order.client_order_id)
+
+
+async def _send(links: BrokerLinks, live: LiveAccount, order: Order, *, keep_unsent: bool = False) -> None:
     request = OrderRequest(
         client_order_id=order.client_order_id,
         symbol=order.symbol,
@@ -145,12 +168,14 @@ async def _send(links: BrokerLinks, live: LiveAccount, order: Order) -> None:
         await _reject(links, live, order, str(exc))
         raise
     except TransientBrokerError as exc:
-        await _reject(links, live, order, f"not sent: {exc}")
+        if not keep_unsent:
+            await _reject(links, live, order, f"not sent: {exc}")
         raise
     except OutcomeUnknown:
         found = await resolve_outcome(live.adapter, order.client_order_id, wait=lambda i: asyncio.sleep(0.2 * 2**i))
         if found is None:  # the broker never got it: say so, and let the caller decide to try again
-            await _reject(links, live, order, "the broker did not receive the order")
+            if not keep_unsent:
+                await _reject(links, live, order, "the broker did not receive the order")
             raise Unavailable("the broker did not receive the order; it was not placed") from None
         # It took effect: its acknowledgement and fills arrive on the stream (or at the next reconciliation).
 

@@ -10,7 +10,8 @@ that repeats something already stored changes nothing.
   is flattened.
 - Orders brokerlink still considers open are looked up by client order id. One the venue has
   never seen, still ``pending_new``, never reached it (brokerlink stopped between storing the
-  intent and sending it): it is rejected, not sent late at a price its owner did not choose. Fills
+  intent and sending it): a person's order is rejected, not sent late at a price its owner did not
+  choose; an order whose sender replays it (the copy engine's outbox) is left to that sender. Fills
   it is missing are read from the venue's fill history (one pass, only when some order lacks
   fills) and applied by trade id; then its final state (canceled, expired, rejected) follows.
 """
@@ -50,8 +51,19 @@ _E = TypeVar("_E", OrderAccepted, OrderCanceled, OrderExpired, OrderRejected)
 NEVER_SENT = "never reached the broker: brokerlink stopped before sending it"
 
 
-async def recover(database: Database, live: LiveAccount, *, clock: Clock, apply: Apply) -> None:
-    """Apply what the venue's reports say happened while the account was not followed."""
+async def recover(
+    database: Database,
+    live: LiveAccount,
+    *,
+    clock: Clock,
+    apply: Apply,
+    owned_elsewhere: Callable[[Order], bool] = lambda _order: False,
+) -> None:
+    """Apply what the venue's reports say happened while the account was not followed.
+
+    ``owned_elsewhere(order)`` names unsent orders whose sender replays them itself (the copy
+    engine's outbox, which must send each intent exactly once): those are left ``pending_new``.
+    """
     adapter = live.adapter
     account_id = live.id
     await sync_holdings(database, live, clock=clock, apply=apply)
@@ -61,7 +73,9 @@ async def recover(database: Database, live: LiveAccount, *, clock: Clock, apply:
     for order in open_orders:
         venue = await adapter.order(client_order_id=order.client_order_id)
         if venue is None:
-            if order.status is OrderStatus.PENDING_NEW:
+            if order.status is OrderStatus.PENDING_NEW and owned_elsewhere(order):
+                _log.info("order_left_to_its_sender", account_id=account_id, client_order_id=order.client_order_id)
+            elif order.status is OrderStatus.PENDING_NEW:
                 _log.warning("order_never_sent", account_id=account_id, client_order_id=order.client_order_id)
                 await apply(live, _event(OrderRejected, order, clock, reason=NEVER_SENT))
             else:

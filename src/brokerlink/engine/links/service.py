@@ -39,7 +39,7 @@ from brokerlink.brokers.base import (
 from brokerlink.bus.base import EventBus
 from brokerlink.domain.enums import AccountMode, ConnectionState
 from brokerlink.domain.events import ConnectionChanged, DomainEvent, OrderEvent, OrderFilled, encode_event
-from brokerlink.domain.models import Account, Balance, Instrument, Position
+from brokerlink.domain.models import Account, Balance, Instrument, Order, Position
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC, Outcome, ingest
 from brokerlink.engine.links.live import LiveAccount
 from brokerlink.engine.links.recovery import recover, sync_holdings
@@ -118,6 +118,8 @@ class BrokerLinks:
         self.adapter_factory = adapter_factory
         self.allowed_hosts = allowed_hosts
         self._backoff = Backoff(base_s=min(1.0, retry_max_s), cap_s=retry_max_s)
+        self.owned_elsewhere: Callable[[Order], bool] = lambda _order: False
+        """Set by the copy engine: unsent orders it replays itself (recovery leaves them pending)."""
         self._live: dict[str, LiveAccount] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}  # by connection id
         self._rng = random.Random()  # noqa: S311 - retry jitter, not secrecy
@@ -321,7 +323,9 @@ class BrokerLinks:
                 if live is None:  # the connection or its account is gone
                     return
                 try:
-                    await recover(self.database, live, clock=self.clock, apply=self.apply)
+                    await recover(
+                        self.database, live, clock=self.clock, apply=self.apply, owned_elsewhere=self.owned_elsewhere
+                    )
                 except BaseException:
                     await live.adapter.close()
                     raise

@@ -14,7 +14,7 @@ from brokerlink.domain.models import Fill
 from brokerlink.kit.ids import new_id
 from brokerlink.store.mapping import fill_from_row, fill_values
 from brokerlink.store.models import FillRow
-from brokerlink.store.repositories._common import Page, fetch_page, upsert_insert
+from brokerlink.store.repositories._common import Page, check_limit, fetch_page, upsert_insert
 
 
 class FillRepository:
@@ -35,6 +35,24 @@ class FillRepository:
         stmt = insert.on_conflict_do_nothing(index_elements=["account_id", "trade_id"]).returning(FillRow.id)
         inserted = (await self.session.execute(stmt)).scalar_one_or_none()
         return inserted is not None
+
+    async def list_since(self, account_id: str, after_id: str | None, *, limit: int = 100) -> list[tuple[str, Fill]]:
+        """The account's fills stored after the fill ``after_id`` (all when None), oldest first, with their ids.
+
+        Ids grow with storage order within an account (each account's fills are written one at a
+        time), so this is how a consumer follows an account's fills from a cursor.
+        """
+        check_limit(limit)
+        stmt = select(FillRow).where(FillRow.account_id == account_id)
+        if after_id is not None:
+            stmt = stmt.where(FillRow.id > after_id)
+        rows = (await self.session.execute(stmt.order_by(FillRow.id).limit(limit))).scalars()
+        return [(row.id, fill_from_row(row)) for row in rows]
+
+    async def latest_id(self, account_id: str) -> str | None:
+        """The id of the account's most recently stored fill."""
+        stmt = select(FillRow.id).where(FillRow.account_id == account_id).order_by(FillRow.id.desc()).limit(1)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def get_by_trade_id(self, account_id: str, trade_id: str) -> Fill | None:
         """The account's fill with this venue trade id."""

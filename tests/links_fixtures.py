@@ -1,4 +1,5 @@
-"""A real sim venue on loopback, a migrated SQLite database, and the links service between them."""
+"""Fixtures (a pytest plugin, see tests/conftest.py): a real sim venue on loopback, a migrated SQLite
+database, and the links service between them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,537 @@
+"""The copy engine at run time: provider fills in, follower orders out, each exactly once.
+
+**Signals.** The provider's fills are already in the store (the links service writes them,
+deduplicated by trade id, before anything else sees them). The engine follows each strategy's
+account through those fills from ``strategies.fill_cursor``; a bus message about a fill only
+wakes it up. So a crash, a lost bus message or a restart loses no fill: the next scan starts at
+the cursor. One fill is consumed in one transaction that records the signal (unique per strategy
+and trade id: a fill seen twice is copied once), moves the provider's accounted position, plans
+every follower (:mod:`~brokerlink.engine.copy.planner`), writes the orders as outbox intents with
+deterministic client order ids, the skips as copy events, the link changes, and the cursor.
+
+**Dispatch.** After the commit each intent is handed to its follower's adapter through the
+normal order path, all followers concurrently; one slow broker delays only its own followers.
+An intent whose order never reached the venue (a crash between storing and sending) is sent
+again under the same client order id, which the venue deduplicates; an unknown outcome is
+resolved by lookup in the order path. Intents still pending after ``stale_after_s`` (an outage)
+are not sent late unless the follower opted in (``catch_up``).
+
+**Outcomes.** Follower order events (on the bus) end each intent: filled (with slippage against
+the provider's price), rejected or canceled, with a copy event the follower sees. An open that
+filled less than planned shrinks its link by the difference, so later closes never overshoot.
+
+**Latency.** Each intent records ``signal_us`` (venue fill time to the engine reading it),
+``engine_us`` (reading it to handing the order to the adapter) and ``broker_us`` (handing it over
+to the broker's acknowledgement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerlink.brokers.base import BrokerError, OrderRefused
+from brokerlink.bus.base import EventBus
+from brokerlink.domain.copy import (
+    CopyEvent,
+    CopyEventKind,
+    CopyIntent,
+    CopyLink,
+    CopyOrderType,
+    CopySignal,
+    IntentAction,
+    IntentStatus,
+    LinkStatus,
+    Strategy,
+    Subscription,
+)
+from brokerlink.domain.enums import OrderStatus, OrderType, Side, TimeInForce
+from brokerlink.domain.events import OrderEvent, decode_event
+from brokerlink.domain.models import Fill, Order, Quote
+from brokerlink.engine.copy.guards import slippage_bps
+from brokerlink.engine.copy.ids import copy_client_order_id
+from brokerlink.engine.copy.planner import Follower, Plan, QuoteOf, Signal, plan_follower
+from brokerlink.engine.copy.settings import CopySettings, decode_settings
+from brokerlink.engine.copy.symbols import SymbolIndex
+from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
+from brokerlink.engine.links.orders import OrderTicket, place_order, send_stored
+from brokerlink.engine.links.service import BrokerLinks
+from brokerlink.kit.clock import Clock
+from brokerlink.kit.errors import BrokerlinkError, InvalidInput, Unavailable
+from brokerlink.kit.ids import new_id
+from brokerlink.logs import get_logger
+from brokerlink.store.db import Database
+from brokerlink.store.repositories.copy_events import CopyEventRepository
+from brokerlink.store.repositories.copy_intents import CopyIntentRepository
+from brokerlink.store.repositories.copy_links import CopyLinkRepository
+from brokerlink.store.repositories.copy_signals import CopySignalRepository
+from brokerlink.store.repositories.fills import FillRepository
+from brokerlink.store.repositories.orders import OrderRepository
+from brokerlink.store.repositories.positions import BalanceRepository
+from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
+from brokerlink.store.repositories.subscriptions import SubscriptionRepository
+
+_log = get_logger("brokerlink.engine.copy")
+
+COPY_PREFIX = "cp-"
+"""Every copy order's client order id starts with it (:func:`~brokerlink.engine.copy.ids.copy_client_order_id`)."""
+_SCAN_BATCH = 200
+
+
+def is_copy_order(order: Order) -> bool:
+    """Whether the copy engine placed this order (and replays it itself when it was never sent)."""
+    return order.client_order_id.startswith(COPY_PREFIX)
+
+
+class CopyEngine:
+    """Mirrors every active strategy's fills into its followers' accounts."""
+
+    def __init__(
+        self,
+        database: Database,
+        bus: EventBus,
+        links: BrokerLinks,
+        clock: Clock,
+        *,
+        stale_after_s: float = 30.0,
+        retry_every_s: float = 1.0,
+        ack_wait_s: float = 2.0,
+        node: str = "engine-1",
+    ) -> None:
+        self.database = database
+        self.bus = bus
+        self.links = links
+        self.clock = clock
+        self.stale_after = timedelta(seconds=stale_after_s)
+        self.retry_every_s = retry_every_s
+        self.ack_wait_s = ack_wait_s
+        self.node = node
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dispatching: dict[str, asyncio.Task[None]] = {}  # by intent id
+        self._strategy_locks: dict[str, asyncio.Lock] = {}
+        self._settings: dict[tuple[str, int], CopySettings] = {}  # by (subscription id, version)
+        self._indexes: dict[str, SymbolIndex] = {}  # by follower account id
+        self._received: dict[str, float] = {}  # signal id -> perf_counter when read, for engine_us
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Follow the bus, replay the outbox, and catch up with fills consumed by nobody yet."""
+        self.links.owned_elsewhere = is_copy_order
+        self._tasks.append(asyncio.create_task(self._follow_bus(), name="copy-bus"))
+        self._tasks.append(asyncio.create_task(self._retry_loop(), name="copy-retry"))
+
+    async def stop(self) -> None:
+        """Stop following and dispatching (intents in flight stay in the outbox for the next start)."""
+        tasks = [*self._tasks, *self._dispatching.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._dispatching.clear()
+
+    async def _follow_bus(self) -> None:
+        consumer = self.bus.consumer(ACCOUNT_TOPIC, "copy", self.node, start="latest")
+        await self.scan_all()
+        while True:
+            try:
+                messages = await consumer.read(max_count=200, block_ms=1000)
+            except Unavailable as exc:
+                _log.warning("copy_bus_unavailable", error=str(exc))
+                await asyncio.sleep(self.retry_every_s)
+                continue
+            accounts: set[str] = set()
+            for message in messages:
+                try:
+                    event = decode_event(message.payload)
+                except InvalidInput:
+                    continue
+                if isinstance(event, OrderEvent):
+                    if event.client_order_id.startswith(COPY_PREFIX):
+                        await self.settle(event.account_id, event.client_order_id)
+                    if event.tag == "order_filled":
+                        accounts.add(event.account_id)
+            for account_id in accounts:
+                await self.scan_account(account_id)
+            if messages:
+                await consumer.ack(*messages)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.retry_every_s)
+            try:
+                await self.scan_all()
+                await self.dispatch_pending()
+                await self.settle_open()
+            except BrokerlinkError as exc:
+                _log.warning("copy_retry_failed", error=str(exc))
+
+    # --- consuming provider fills ----------------------------------------------------------------
+
+    async def scan_all(self) -> None:
+        """Consume every active strategy's unconsumed fills."""
+        async with self.database.session() as session:
+            strategies = await StrategyRepository(session).list_active()
+        for account_id in {s.account_id for s in strategies}:
+            await self.scan_account(account_id)
+
+    async def scan_account(self, account_id: str) -> list[CopyIntent]:
+        """Consume the unconsumed fills of every active strategy backed by ``account_id``, then dispatch."""
+        async with self.database.session() as session:
+            strategies = await StrategyRepository(session).list_active_for_account(account_id)
+        intents: list[CopyIntent] = []
+        for strategy in strategies:
+            lock = self._strategy_locks.setdefault(strategy.id, asyncio.Lock())
+            async with lock:
+                intents += await self._scan_strategy(strategy.id)
+        self._dispatch_all(intents)
+        return intents
+
+    async def _scan_strategy(self, strategy_id: str) -> list[CopyIntent]:
+        intents: list[CopyIntent] = []
+        while True:
+            async with self.database.session() as session:
+                strategy = await StrategyRepository(session).get_by_id(strategy_id)
+                if strategy is None:
+                    return intents
+                fills = await FillRepository(session).list_since(
+                    strategy.account_id, strategy.fill_cursor, limit=_SCAN_BATCH
+                )
+            for fill_id, fill in fills:
+                intents += await self.consume(strategy, fill_id, fill)
+            if len(fills) < _SCAN_BATCH:
+                return intents
+
+    async def consume(self, strategy: Strategy, fill_id: str, fill: Fill) -> list[CopyIntent]:
+        """Record one provider fill as a signal and plan every follower, in one transaction."""
+        received = time.perf_counter()
+        now = self.clock.now()
+        async with self.database.session() as session:
+            positions = StrategyPositionRepository(session)
+            before = await positions.get(strategy.id, fill.symbol)
+            signed = fill.qty if fill.side is Side.BUY else -fill.qty
+            signal = CopySignal(
+                id=new_id("sig"),
+                strategy_id=strategy.id,
+                provider_account_id=strategy.account_id,
+                provider_trade_id=fill.trade_id,
+                symbol=fill.symbol,
+                side=fill.side,
+                qty=fill.qty,
+                price=fill.price,
+                provider_position_before=before,
+                provider_position_after=before + signed,
+                venue_ts=fill.ts,
+                received_at=now,
+                created_at=now,
+            )
+            await StrategyRepository(session).set_fill_cursor(strategy.id, fill_id, now=now)
+            if not await CopySignalRepository(session).add_if_new(signal):
+                await session.commit()  # seen before (stream and report): copied once already
+                return []
+            await positions.set(strategy.id, fill.symbol, signal.provider_position_after, now=now)
+            intents, events = await self._plan(session, strategy, signal, now=now)
+            await CopyIntentRepository(session).add_many(intents)
+            await CopyEventRepository(session).add_many(events)
+            await session.commit()
+        signal_us = int((now - fill.ts).total_seconds() * 1_000_000)
+        for intent in intents:
+            self._received[intent.id] = received
+        _log.info(
+            "copy_signal", strategy_id=strategy.id, trade_id=fill.trade_id, intents=len(intents), skips=len(events),
+            signal_us=signal_us,
+        )  # fmt: skip
+        return [msgspec.structs.replace(i, signal_us=signal_us) for i in intents]
+
+    async def _plan(
+        self, session: AsyncSession, strategy: Strategy, signal: CopySignal, *, now: datetime
+    ) -> tuple[list[CopyIntent], list[CopyEvent]]:
+        subscriptions = await SubscriptionRepository(session).list_for_strategy(strategy.id)
+        if not subscriptions:
+            return [], []
+        link_repo = CopyLinkRepository(session)
+        open_links = {
+            link.subscription_id: link for link in await link_repo.list_open_for_strategy(strategy.id, signal.symbol)
+        }
+        balances = BalanceRepository(session)
+        provider_equity = await _equity(balances, strategy.account_id)
+        planned = Signal(
+            trade_id=signal.provider_trade_id,
+            symbol=signal.symbol,
+            side=signal.side,
+            qty=signal.qty,
+            price=signal.price,
+            before=signal.provider_position_before,
+            after=signal.provider_position_after,
+            provider_equity=provider_equity,
+        )
+        intents: list[CopyIntent] = []
+        events: list[CopyEvent] = []
+        new_links: list[CopyLink] = []
+        for subscription in subscriptions:
+            follower = await self._follower(balances, subscription, open_links.get(subscription.id))
+            plan = plan_follower(planned, follower, quote=self._quote_for(subscription.account_id), now=now)
+            made, link = self._intents(subscription, signal, plan, now=now)
+            intents += made
+            if link is not None:
+                new_links.append(link)
+            if plan.skip is not None:
+                events.append(
+                    CopyEvent(
+                        id=new_id("cpe"), subscription_id=subscription.id, kind=CopyEventKind.SKIPPED,
+                        reason=plan.skip.reason.value, detail=plan.skip.detail, signal_id=signal.id, created_at=now,
+                    )
+                )  # fmt: skip
+            await self._move_links(link_repo, plan, follower, now=now)
+        await link_repo.add_many(new_links)
+        return intents, events
+
+    async def _follower(
+        self, balances: BalanceRepository, subscription: Subscription, link: CopyLink | None
+    ) -> Follower:
+        key = (subscription.id, subscription.version)
+        settings = self._settings.get(key)
+        if settings is None:
+            settings = self._settings[key] = decode_settings(subscription.settings)
+        index: SymbolIndex | None = None
+        if self.links.is_live(subscription.account_id):
+            index = self._indexes.get(subscription.account_id)
+            if index is None:
+                live = self.links.live(subscription.account_id)
+                index = self._indexes[subscription.account_id] = SymbolIndex(live.instruments.values())
+        return Follower(
+            subscription_id=subscription.id,
+            status=subscription.status,
+            settings=settings,
+            link=link,
+            instruments=index,
+            equity=await _equity(balances, subscription.account_id),
+            start_equity=subscription.start_equity,
+        )
+
+    def _quote_for(self, account_id: str) -> QuoteOf:
+        links = self.links
+
+        def quote(symbol: str) -> Quote | None:
+            if not links.is_live(account_id):
+                return None
+            return links.live(account_id).quote(symbol)
+
+        return quote
+
+    def _intents(
+        self, subscription: Subscription, signal: CopySignal, plan: Plan, *, now: datetime
+    ) -> tuple[list[CopyIntent], CopyLink | None]:
+        intents: list[CopyIntent] = []
+        new_link: CopyLink | None = None
+        for order in plan.orders:
+            link_id = order.link_id
+            if order.action is IntentAction.OPEN:
+                new_link = CopyLink(
+                    id=new_id("lnk"), subscription_id=subscription.id, provider_symbol=signal.symbol,
+                    follower_symbol=order.symbol, side=order.side, qty=order.qty, opened_at=now, updated_at=now,
+                )  # fmt: skip
+                link_id = new_link.id
+            limit = order.limit_price
+            intents.append(
+                CopyIntent(
+                    id=new_id("cpi"),
+                    subscription_id=subscription.id,
+                    signal_id=signal.id,
+                    link_id=link_id,
+                    action=order.action,
+                    follower_account_id=subscription.account_id,
+                    client_order_id=copy_client_order_id(subscription.id, signal.provider_trade_id, order.action.value),
+                    symbol=order.symbol,
+                    side=order.side,
+                    qty=order.qty,
+                    order_type=CopyOrderType.LIMIT if limit is not None else CopyOrderType.MARKET,
+                    limit_price=limit,
+                    # A capped-price copy that cannot fill now must not linger as a resting order.
+                    tif=TimeInForce.IOC if limit is not None else TimeInForce.GTC,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return intents, new_link
+
+    async def _move_links(self, links: CopyLinkRepository, plan: Plan, follower: Follower, *, now: datetime) -> None:
+        link = follower.link
+        for order in plan.orders:
+            if link is None or order.link_id != link.id:
+                continue
+            if order.action is IntentAction.INCREASE:
+                await links.set_qty(link.id, link.qty + order.qty, now=now)
+            elif order.action is IntentAction.REDUCE:
+                await links.set_qty(link.id, link.qty - order.qty, now=now)
+            elif order.action is IntentAction.CLOSE:
+                await links.set_qty(link.id, Decimal(0), now=now)
+                await links.close(link.id, now=now)
+
+    # --- dispatch --------------------------------------------------------------------------------
+
+    def _dispatch_all(self, intents: Iterable[CopyIntent]) -> None:
+        for intent in intents:
+            if intent.id not in self._dispatching:
+                task = asyncio.create_task(self._dispatch(intent), name=f"copy-{intent.id}")
+                self._dispatching[intent.id] = task
+                task.add_done_callback(self._dispatched)
+
+    def _dispatched(self, task: asyncio.Task[None]) -> None:
+        intent_id = task.get_name().removeprefix("copy-")
+        self._dispatching.pop(intent_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("copy_dispatch_crashed", intent_id=intent_id, error=repr(task.exception()))
+
+    async def dispatch_pending(self) -> None:
+        """Send what the outbox still holds (after a restart, or once a follower's connection is back)."""
+        async with self.database.session() as session:
+            pending = await CopyIntentRepository(session).list_pending(limit=500)
+        self._dispatch_all(pending)
+
+    async def settle_open(self) -> None:
+        """Settle intents whose orders ended while nobody listened (the bus message was lost)."""
+        async with self.database.session() as session:
+            open_intents = await CopyIntentRepository(session).list_sent(limit=500)
+        for intent in open_intents:
+            await self.settle(intent.follower_account_id, intent.client_order_id)
+
+    async def _dispatch(self, intent: CopyIntent) -> None:
+        now = self.clock.now()
+        if now - intent.created_at > self.stale_after and not await self._catch_up(intent):
+            await self._end(intent, IntentStatus.FAILED, "not sent in time (an outage): no catch-up trades")
+            return
+        if not self.links.is_live(intent.follower_account_id):
+            return  # stays pending: the retry loop sends it once the follower's connection is back
+        received = self._received.pop(intent.id, None)
+        engine_us = None if received is None else int((time.perf_counter() - received) * 1_000_000)
+        ticket = OrderTicket(
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=intent.qty,
+            type=OrderType.LIMIT if intent.order_type is CopyOrderType.LIMIT else OrderType.MARKET,
+            tif=intent.tif,
+            limit_price=intent.limit_price,
+            client_order_id=intent.client_order_id,
+        )
+        sent = time.perf_counter()
+        try:
+            order, created = await place_order(
+                self.links, intent.follower_account_id, ticket, ack_wait_s=self.ack_wait_s, keep_unsent=True
+            )
+            if not created and order.status is OrderStatus.PENDING_NEW:
+                order = await send_stored(self.links, order, ack_wait_s=self.ack_wait_s)  # a replay
+        except (InvalidInput, OrderRefused) as exc:  # definitive: the rules or the broker said no
+            await self._end(intent, IntentStatus.REJECTED, str(exc))
+            return
+        except (BrokerError, Unavailable) as exc:  # nothing reached the broker, or the order is not lost
+            await self._requeue(intent, str(exc))
+            return
+        broker_us = int((time.perf_counter() - sent) * 1_000_000)
+        async with self.database.session() as session:
+            intents = CopyIntentRepository(session)
+            await intents.mark_sent(intent.id, now=self.clock.now(), order_id=order.id, engine_us=engine_us)
+            if order.status is not OrderStatus.PENDING_NEW:
+                await intents.mark_acknowledged(intent.id, now=self.clock.now(), order_id=order.id, broker_us=broker_us)
+            await session.commit()
+        await self.settle(intent.follower_account_id, intent.client_order_id)
+
+    async def _catch_up(self, intent: CopyIntent) -> bool:
+        async with self.database.session() as session:
+            subscription = await SubscriptionRepository(session).get_by_id(intent.subscription_id)
+        return subscription is not None and decode_settings(subscription.settings).catch_up
+
+    async def _requeue(self, intent: CopyIntent, error: str) -> None:
+        async with self.database.session() as session:
+            await CopyIntentRepository(session).requeue(intent.id, error=error, now=self.clock.now())
+            await session.commit()
+
+    # --- outcomes --------------------------------------------------------------------------------
+
+    async def settle(self, account_id: str, client_order_id: str) -> None:
+        """Bring the intent behind a copy order in line with the order's state (idempotent)."""
+        async with self.database.session() as session:
+            intents = CopyIntentRepository(session)
+            intent = await intents.get_by_client_order_id(account_id, client_order_id)
+            order = await OrderRepository(session).get_by_client_order_id(account_id, client_order_id)
+            # A pending intent is settled by its dispatch, right after it records the send (and timings).
+            if intent is None or order is None or intent.status not in _IN_FLIGHT or not order.status.is_terminal:
+                return
+            now = self.clock.now()
+            if order.status is OrderStatus.FILLED:
+                slip = await self._slippage(session, intent, order)
+                await intents.mark_filled(intent.id, now=now, order_id=order.id, slippage_bps=slip)
+                kind, reason = CopyEventKind.COPIED, None
+                detail = f"{order.side.value} {order.filled_qty} {order.symbol} at {order.avg_fill_price}"
+            elif order.status is OrderStatus.REJECTED:
+                await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
+                kind, reason, detail = CopyEventKind.REJECTED, "broker_rejected", order.reject_reason or "rejected"
+            else:
+                await intents.mark_canceled(intent.id, now=now, reason=order.status.value)
+                kind, reason = CopyEventKind.REJECTED, f"order_{order.status.value}"
+                detail = f"{order.filled_qty} of {order.qty} filled before it was {order.status.value}"
+            await self._correct_link(session, intent, planned=intent.qty, filled=order.filled_qty, now=now)
+            await CopyEventRepository(session).add(
+                CopyEvent(
+                    id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=reason,
+                    detail=detail, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
+                )
+            )  # fmt: skip
+            await session.commit()
+
+    async def _end(self, intent: CopyIntent, status: IntentStatus, reason: str) -> None:
+        now = self.clock.now()
+        async with self.database.session() as session:
+            intents = CopyIntentRepository(session)
+            if status is IntentStatus.REJECTED:
+                await intents.mark_rejected(intent.id, reason=reason, now=now)
+            else:
+                await intents.mark_failed(intent.id, error=reason, now=now)
+            await self._correct_link(session, intent, planned=intent.qty, filled=Decimal(0), now=now)
+            kind = CopyEventKind.REJECTED if status is IntentStatus.REJECTED else CopyEventKind.FAILED
+            await CopyEventRepository(session).add(
+                CopyEvent(
+                    id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=status.value,
+                    detail=reason, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
+                )
+            )  # fmt: skip
+            await session.commit()
+
+    async def _correct_link(
+        self, session: AsyncSession, intent: CopyIntent, *, planned: Decimal, filled: Decimal, now: datetime
+    ) -> None:
+        """An open that filled less than planned holds less: shrink its link by the difference."""
+        if intent.link_id is None or filled >= planned:
+            return
+        if intent.action not in (IntentAction.OPEN, IntentAction.INCREASE):
+            return  # a close that did not complete leaves a position the reconciliation reports
+        links = CopyLinkRepository(session)
+        link = await links.get_by_id(intent.link_id)
+        if link is None or link.status is not LinkStatus.OPEN:
+            return
+        await links.set_qty(link.id, max(Decimal(0), link.qty - (planned - filled)), now=now)
+
+    async def _slippage(self, session: AsyncSession, intent: CopyIntent, order: Order) -> Decimal | None:
+        if intent.signal_id is None or order.avg_fill_price is None:
+            return None
+        signal = await CopySignalRepository(session).get_by_id(intent.signal_id)
+        if signal is None:
+            return None
+        return slippage_bps(intent.side, signal.price, order.avg_fill_price)
+
+
+_IN_FLIGHT = frozenset({IntentStatus.SENT, IntentStatus.ACKNOWLEDGED})
+
+
+async def _equity(balances: BalanceRepository, account_id: str) -> Decimal | None:
+    rows = await balances.list_for_account(account_id)
+    return rows[0].equity if rows else None

@@ -1,0 +1,158 @@
+"""The copy outbox: follower order intents. Returns :class:`~brokerlink.domain.copy.CopyIntent` objects.
+
+Intents are written in the transaction that consumes their cause (a provider signal, a stop, a
+repair), before anything is sent, and they carry the deterministic client order id. The relay
+reads them oldest first, hands each to the follower's adapter, and records the outcome here. After a
+crash, ``pending`` intents are sent (again) under the same ids and ``sent`` ones are resolved by
+looking the order up: a restart can never place a second order.
+
+Status changes follow :data:`~brokerlink.domain.copy.INTENT_TRANSITIONS`, applied in one conditional
+UPDATE (``WHERE status IN <allowed sources>``): each ``mark_*`` returns False, and changes nothing,
+when the intent is unknown or already past that state (a late acknowledgement after the fill, a
+report delivered twice), so callers need no read-then-write and concurrent reports cannot regress it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerlink.domain.copy import CopyIntent, IntentStatus, intent_sources
+from brokerlink.store.mapping import copy_intent_from_row, struct_values
+from brokerlink.store.models import CopyIntentRow
+from brokerlink.store.repositories._common import FRESH, Page, check_limit, fetch_page, rowcount
+
+
+class CopyIntentRepository:
+    """Queries on ``copy_intents``. Flushes, never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, intent: CopyIntent) -> None:
+        """Insert an intent (its id from ``new_id("cpi")``).
+
+        The database refuses (``IntegrityError``) a client order id already used in the follower
+        account, and a ``follower_account_id`` that is not the subscription's account.
+        """
+        await self.add_many([intent])
+
+    async def add_many(self, intents: Sequence[CopyIntent]) -> None:
+        """Insert intents in one statement: a fan-out to many followers (refusals as :meth:`add`, all or none)."""
+        if intents:
+            await self.session.flush()
+            await self.session.execute(insert(CopyIntentRow), [struct_values(intent) for intent in intents])
+
+    async def get_by_id(self, intent_id: str) -> CopyIntent | None:
+        """The intent with this id."""
+        stmt = select(CopyIntentRow).where(CopyIntentRow.id == intent_id)
+        row = (await self.session.execute(stmt, execution_options=FRESH)).scalar_one_or_none()
+        return None if row is None else copy_intent_from_row(row)
+
+    async def get_by_client_order_id(self, follower_account_id: str, client_order_id: str) -> CopyIntent | None:
+        """The follower account's intent with this client order id (an order report finds its intent)."""
+        stmt = select(CopyIntentRow).where(
+            CopyIntentRow.follower_account_id == follower_account_id,
+            CopyIntentRow.client_order_id == client_order_id,
+        )
+        row = (await self.session.execute(stmt, execution_options=FRESH)).scalar_one_or_none()
+        return None if row is None else copy_intent_from_row(row)
+
+    async def list_pending(self, *, limit: int = 100) -> list[CopyIntent]:
+        """Intents not yet handed to an adapter, oldest first: what the relay sends next."""
+        return await self._list(select(CopyIntentRow).where(CopyIntentRow.status == IntentStatus.PENDING.value), limit)
+
+    async def list_sent(self, *, limit: int = 100, sent_before: datetime | None = None) -> list[CopyIntent]:
+        """Intents handed to an adapter without a final outcome (sent or acknowledged), oldest first.
+
+        ``sent_before`` leaves out the ones sent since (still in flight, their answer may yet come).
+        """
+        stmt = select(CopyIntentRow).where(
+            CopyIntentRow.status.in_([IntentStatus.SENT.value, IntentStatus.ACKNOWLEDGED.value])
+        )
+        if sent_before is not None:
+            stmt = stmt.where(CopyIntentRow.sent_at < sent_before)
+        return await self._list(stmt, limit)
+
+    async def list_for_subscription(
+        self, subscription_id: str, *, limit: int = 50, after: str | None = None, descending: bool = False
+    ) -> Page[CopyIntent]:
+        """One page of a subscription's intents by id (creation order)."""
+        stmt = select(CopyIntentRow).where(CopyIntentRow.subscription_id == subscription_id)
+        return await fetch_page(
+            self.session, stmt, CopyIntentRow.id, copy_intent_from_row, limit=limit, after=after, descending=descending
+        )
+
+    async def mark_sent(
+        self, intent_id: str, *, now: datetime, order_id: str | None = None, engine_us: int | None = None
+    ) -> bool:
+        """Handed to the adapter (again, for a replay): counts the attempt and sets ``sent_at``."""
+        return await self._move(
+            intent_id,
+            IntentStatus.SENT,
+            now,
+            sent_at=now,
+            attempts=CopyIntentRow.attempts + 1,
+            order_id=order_id,
+            engine_us=engine_us,
+        )
+
+    async def mark_acknowledged(
+        self, intent_id: str, *, now: datetime, order_id: str | None = None, broker_us: int | None = None
+    ) -> bool:
+        """The broker accepted the order."""
+        return await self._move(
+            intent_id, IntentStatus.ACKNOWLEDGED, now, acked_at=now, order_id=order_id, broker_us=broker_us
+        )
+
+    async def mark_filled(
+        self,
+        intent_id: str,
+        *,
+        now: datetime,
+        order_id: str | None = None,
+        slippage_bps: Decimal | None = None,
+        broker_us: int | None = None,
+    ) -> bool:
+        """The order filled completely (``acked_at`` stays unset when the fill came first)."""
+        return await self._move(
+            intent_id, IntentStatus.FILLED, now, order_id=order_id, slippage_bps=slippage_bps, broker_us=broker_us
+        )
+
+    async def mark_rejected(self, intent_id: str, *, reason: str, now: datetime, order_id: str | None = None) -> bool:
+        """The broker (or the adapter, definitively) refused the order; ``reason`` goes to ``last_error``."""
+        return await self._move(intent_id, IntentStatus.REJECTED, now, last_error=reason, order_id=order_id)
+
+    async def mark_canceled(self, intent_id: str, *, now: datetime, reason: str | None = None) -> bool:
+        """The order ended at the venue without filling completely (canceled, expired, IOC remainder)."""
+        return await self._move(intent_id, IntentStatus.CANCELED, now, last_error=reason)
+
+    async def mark_failed(self, intent_id: str, *, error: str, now: datetime) -> bool:
+        """The engine gives up on this intent."""
+        return await self._move(intent_id, IntentStatus.FAILED, now, last_error=error)
+
+    async def requeue(self, intent_id: str, *, error: str, now: datetime) -> bool:
+        """Back to ``pending`` after a send that provably reached no broker (a transient failure)."""
+        return await self._move(intent_id, IntentStatus.PENDING, now, last_error=error)
+
+    async def _list(self, stmt: Select[CopyIntentRow], limit: int) -> list[CopyIntent]:
+        check_limit(limit)
+        stmt = stmt.order_by(CopyIntentRow.id).limit(limit)
+        return [copy_intent_from_row(r) for r in (await self.session.execute(stmt, execution_options=FRESH)).scalars()]
+
+    async def _move(self, intent_id: str, target: IntentStatus, now: datetime, **values: Any) -> bool:
+        # None means "not reported": it never erases what an earlier report recorded.
+        changes = {name: value for name, value in values.items() if value is not None}
+        sources = [status.value for status in intent_sources(target)]
+        stmt = (
+            update(CopyIntentRow)
+            .where(CopyIntentRow.id == intent_id, CopyIntentRow.status.in_(sources))
+            .values(status=target.value, updated_at=now, **changes)
+            .execution_options(synchronize_session=False)
+        )
+        return rowcount(await self.session.execute(stmt)) > 0

@@ -1,0 +1,119 @@
+"""Copy links: which follower position was copied from which provider position.
+Returns :class:`~brokerlink.domain.copy.CopyLink` objects.
+
+A subscription has at most one open link per provider symbol (a partial unique index: ``add``
+raises ``IntegrityError`` for a second one); closed links stay as history. Quantities are never
+negative; that is checked here, because on SQLite the column is text and SQL would compare strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerlink.domain.copy import CopyLink, LinkStatus
+from brokerlink.store.mapping import copy_link_from_row, struct_values
+from brokerlink.store.models import CopyLinkRow, SubscriptionRow
+from brokerlink.store.repositories._common import FRESH, Page, fetch_page, rowcount
+
+_OPEN = LinkStatus.OPEN.value
+
+
+class CopyLinkRepository:
+    """Queries on ``copy_links``. Flushes, never commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, link: CopyLink) -> None:
+        """Insert a link (its id from ``new_id("lnk")``). A second open link for the same subscription
+        and provider symbol raises ``IntegrityError``, a negative quantity ``ValueError``.
+        """
+        await self.add_many([link])
+
+    async def add_many(self, links: Sequence[CopyLink]) -> None:
+        """Insert links in one statement (a fan-out opening a position for many followers)."""
+        for link in links:
+            _check_qty(link.qty)
+        if links:
+            await self.session.flush()
+            await self.session.execute(insert(CopyLinkRow), [struct_values(link) for link in links])
+
+    async def get_by_id(self, link_id: str) -> CopyLink | None:
+        """The link with this id."""
+        stmt = select(CopyLinkRow).where(CopyLinkRow.id == link_id)
+        row = (await self.session.execute(stmt, execution_options=FRESH)).scalar_one_or_none()
+        return None if row is None else copy_link_from_row(row)
+
+    async def get_open(self, subscription_id: str, provider_symbol: str) -> CopyLink | None:
+        """The subscription's open link for a provider symbol, if any."""
+        stmt = select(CopyLinkRow).where(
+            CopyLinkRow.subscription_id == subscription_id,
+            CopyLinkRow.provider_symbol == provider_symbol,
+            CopyLinkRow.status == _OPEN,
+        )
+        row = (await self.session.execute(stmt, execution_options=FRESH)).scalar_one_or_none()
+        return None if row is None else copy_link_from_row(row)
+
+    async def list_open_for_subscription(self, subscription_id: str) -> list[CopyLink]:
+        """A subscription's open links, oldest first (what reconciliation expects the follower to hold)."""
+        stmt = (
+            select(CopyLinkRow)
+            .where(CopyLinkRow.subscription_id == subscription_id, CopyLinkRow.status == _OPEN)
+            .order_by(CopyLinkRow.id)
+        )
+        return [copy_link_from_row(r) for r in (await self.session.execute(stmt, execution_options=FRESH)).scalars()]
+
+    async def list_open_for_strategy(self, strategy_id: str, provider_symbol: str) -> list[CopyLink]:
+        """Every open link of every subscription to a strategy for one provider symbol, in one query:
+        what a provider fill in that symbol may reduce or close across all followers.
+        """
+        stmt = (
+            select(CopyLinkRow)
+            .join(SubscriptionRow, SubscriptionRow.id == CopyLinkRow.subscription_id)
+            .where(
+                SubscriptionRow.strategy_id == strategy_id,
+                CopyLinkRow.provider_symbol == provider_symbol,
+                CopyLinkRow.status == _OPEN,
+            )
+            .order_by(CopyLinkRow.id)
+        )
+        return [copy_link_from_row(r) for r in (await self.session.execute(stmt, execution_options=FRESH)).scalars()]
+
+    async def list_for_subscription(
+        self, subscription_id: str, *, limit: int = 50, after: str | None = None, descending: bool = False
+    ) -> Page[CopyLink]:
+        """One page of a subscription's links, open and closed, by id (opening order)."""
+        stmt = select(CopyLinkRow).where(CopyLinkRow.subscription_id == subscription_id)
+        return await fetch_page(
+            self.session, stmt, CopyLinkRow.id, copy_link_from_row, limit=limit, after=after, descending=descending
+        )
+
+    async def set_qty(self, link_id: str, qty: Decimal, *, now: datetime) -> bool:
+        """Record what the follower now holds in an open link. False if the link is unknown or closed."""
+        _check_qty(qty)
+        return await self._update_open(link_id, qty=qty, updated_at=now)
+
+    async def close(self, link_id: str, *, now: datetime) -> bool:
+        """Close an open link. ``qty`` stays as it was: zero after a complete close, what the follower
+        kept after a stop without closing the copies. False if the link is unknown or already closed.
+        """
+        return await self._update_open(link_id, status=LinkStatus.CLOSED.value, closed_at=now, updated_at=now)
+
+    async def _update_open(self, link_id: str, **values: object) -> bool:
+        stmt = (
+            update(CopyLinkRow)
+            .where(CopyLinkRow.id == link_id, CopyLinkRow.status == _OPEN)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return rowcount(await self.session.execute(stmt)) > 0
+
+
+def _check_qty(qty: Decimal) -> None:
+    if qty < 0:
+        raise ValueError(f"a link holds a quantity of zero or more, not {qty}")
