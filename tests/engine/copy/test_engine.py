@@ -89,8 +89,12 @@ async def _world(
     followers, subscriptions = [], []
     async with database.session() as session:
         strategy = await create_strategy(
-            session, provider_user_id=provider.user_id, account_id=provider.id, name="Trend",
-            visibility=StrategyVisibility.PUBLIC, now=SystemClock().now(),
+            session,
+            provider_user_id=provider.user_id,
+            account_id=provider.id,
+            name="Trend",
+            visibility=StrategyVisibility.PUBLIC,
+            now=SystemClock().now(),
         )
         await session.commit()
     for n, setting in enumerate(settings, start=1):
