@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.api.auth.middleware import request_db_session
 from brokerlink.config import Settings
+from brokerlink.engine.copy.service import CopyEngine
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import NotAuthenticated
@@ -67,6 +68,12 @@ def provide_links(state: State) -> BrokerLinks:
     return links
 
 
+def provide_copy(state: State) -> CopyEngine:
+    """The copy engine (for commands whose intents it dispatches at once)."""
+    engine: CopyEngine = state.copy_engine
+    return engine
+
+
 def provide_clock(state: State) -> Clock:
     """The app's clock (a manual one in tests)."""
     clock: Clock = state.clock
@@ -79,3 +86,4 @@ CurrentPrincipal = NamedDependency[Principal]
 AppSettings = NamedDependency[Settings]
 AppClock = NamedDependency[Clock]
 Links = NamedDependency[BrokerLinks]
+Copy = NamedDependency[CopyEngine]

@@ -22,7 +22,14 @@ from brokerlink import __version__
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.auth.middleware import SessionAuthMiddleware
 from brokerlink.api.auth.routes import auth_router, me
-from brokerlink.api.deps import provide_clock, provide_db_session, provide_links, provide_principal, provide_settings
+from brokerlink.api.deps import (
+    provide_clock,
+    provide_copy,
+    provide_db_session,
+    provide_links,
+    provide_principal,
+    provide_settings,
+)
 from brokerlink.api.guards import require_json_body
 from brokerlink.api.health import healthz, readyz
 from brokerlink.api.openapi import openapi_document
@@ -33,6 +40,7 @@ from brokerlink.app.middleware import RequestContextMiddleware, SecurityHeadersM
 from brokerlink.bus.base import EventBus
 from brokerlink.bus.factory import create_bus
 from brokerlink.config import Settings
+from brokerlink.engine.copy.service import CopyEngine
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import Clock, SystemClock
 from brokerlink.logs import configure_logging, get_logger
@@ -70,6 +78,9 @@ def create_app(
         app.state.bus = event_bus
         app.state.links = links
         await links.start()
+        copy_engine = CopyEngine(database, event_bus, links, clock)
+        app.state.copy_engine = copy_engine
+        await copy_engine.start()
         bot = None
         if settings.demo_bot_email:
             bot = DemoBot(links, settings.demo_bot_email, interval_s=settings.demo_bot_interval_s)
@@ -80,6 +91,7 @@ def create_app(
         finally:
             if bot is not None:
                 await bot.stop()
+            await copy_engine.stop()
             await links.stop()
             if bus is None:
                 await event_bus.close()
@@ -110,6 +122,7 @@ def create_app(
             "settings": Provide(provide_settings, sync_to_thread=False),
             "clock": Provide(provide_clock, sync_to_thread=False),
             "links": Provide(provide_links, sync_to_thread=False),
+            "copy_engine": Provide(provide_copy, sync_to_thread=False),
         },
         middleware=[DefineMiddleware(SessionAuthMiddleware, exclude_from_auth_key="exclude_from_auth")],
         csrf_config=CSRFConfig(
