@@ -90,7 +90,7 @@ def test_demo_serves_signs_in_and_stops_cleanly(demo: tuple[str, subprocess.Pope
     printed = log.read_text()
     assert f"dashboard   {url}/" in printed
     creds = re.findall(r"sign in as  (\S+@example\.com) / (\S+)", printed)
-    assert len(creds) == 3
+    assert len(creds) == 6
 
     with httpx.Client(base_url=url, timeout=5) as client:
         token = client.get("/v1/auth/csrf").json()["csrf_token"]
@@ -146,6 +146,6 @@ def test_demo_keeps_the_same_credentials_across_restarts(tmp_path: Path) -> None
             printed.append((tmp_path / "out.log").read_text())
     assert first.read_text() == before
     # The first run links each trader's two sim accounts; the second reuses those links.
-    assert "linked      4 sim accounts" in printed[0]
+    assert "linked      10 sim accounts" in printed[0]
     assert "linked " not in printed[1]
     assert oct(first.stat().st_mode & 0o777) == "0o600"

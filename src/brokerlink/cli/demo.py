@@ -33,24 +33,33 @@ class DemoCredential(msgspec.Struct, frozen=True):
 
 
 _DEMO_USERS: tuple[tuple[str, str, Role, str], ...] = (
-    ("alice@example.com", "Alice Trader", Role.USER, "trader who follows strategies"),
-    ("pat@example.com", "Pat Provider", Role.USER, "strategy provider"),
+    ("alice@example.com", "Alice Trader", Role.USER, "follower: equity ratio"),
+    ("pat@example.com", "Pat Provider", Role.USER, "strategy provider (a bot trades for Pat)"),
     ("admin@example.com", "Operator", Role.ADMIN, "operator"),
+    ("bob@example.com", "Bob Fixed", Role.USER, "follower: fixed quantity"),
+    ("carol@example.com", "Carol Contrarian", Role.USER, "follower: reversed direction"),
+    ("dave@example.com", "Dave Careful", Role.USER, "follower: tight copy stop-loss"),
 )
 
 
-TRADERS = frozenset({"alice@example.com", "pat@example.com"})
+TRADERS = frozenset(
+    {"alice@example.com", "pat@example.com", "bob@example.com", "carol@example.com", "dave@example.com"}
+)
 """Demo users who get linked sim accounts (the operator trades nothing)."""
+PROVIDER = "pat@example.com"
 
 
 def _load_or_create_credentials(settings: Settings) -> list[DemoCredential]:
     path = settings.data_dir / "demo-credentials.json"
-    if path.exists():
-        return msgspec.json.decode(path.read_bytes(), type=list[DemoCredential])
-    creds = [
+    stored = msgspec.json.decode(path.read_bytes(), type=list[DemoCredential]) if path.exists() else []
+    known = {c.email for c in stored}
+    creds = stored + [
         DemoCredential(email=e, password=secrets.token_urlsafe(12), display_name=n, role=r, description=d)
         for e, n, r, d in _DEMO_USERS
+        if e not in known
     ]
+    if len(creds) == len(stored):
+        return creds
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

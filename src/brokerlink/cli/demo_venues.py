@@ -30,11 +30,17 @@ import msgspec
 from brokerlink.brokers.sim.venue.config import AccountConfig, VenueConfig
 from brokerlink.bus.memory import MemoryEventBus
 from brokerlink.config import Settings
+from brokerlink.domain.copy import StrategyVisibility
+from brokerlink.engine.copy.manage import create_strategy, subscribe
+from brokerlink.engine.copy.settings import CopySettings, Direction, SizingMode
 from brokerlink.engine.links.service import BrokerLinks, NewLink
 from brokerlink.kit.clock import SystemClock
 from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
+from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
+from brokerlink.store.repositories.strategies import StrategyRepository
+from brokerlink.store.repositories.subscriptions import SubscriptionRepository
 from brokerlink.store.repositories.users import UserRepository
 
 
@@ -88,11 +94,18 @@ def _free_port() -> int:
 def load_or_create(settings: Settings, emails: list[str]) -> list[DemoVenue]:
     """The demo venues on file, or new ones (preferred ports if free, else any free port)."""
     path = settings.data_dir / _FILE
-    if path.exists():
-        return msgspec.json.decode(path.read_bytes(), type=list[DemoVenue])
+    stored = {v.name: v for v in msgspec.json.decode(path.read_bytes(), type=list[DemoVenue])} if path.exists() else {}
     venues = []
     for name, label, preferred, currency, cash, signed in _VENUES:
-        accounts = tuple(
+        venue = stored.get(name)
+        if venue is None:
+            config = VenueConfig(instrument_set=name, seed=secrets.randbelow(2**31), accounts=(), signed=signed,
+                                 mode="demo")  # fmt: skip
+            port = preferred if _port_free(preferred) else _free_port()
+            venue = DemoVenue(name=name, label=label, port=port, config=config)
+        have = {a.account_id for a in venue.config.accounts}
+        # Keep the accounts (and keys) on file; add one for each demo user who has none yet.
+        added = tuple(
             AccountConfig(
                 account_id=_venue_account_id(name, email),
                 api_key=f"{name}-{secrets.token_urlsafe(12)}",
@@ -100,12 +113,13 @@ def load_or_create(settings: Settings, emails: list[str]) -> list[DemoVenue]:
                 cash=cash,
                 currency=currency,
             )
-            for email in emails
+            for email in sorted(emails)
+            if _venue_account_id(name, email) not in have
         )
-        config = VenueConfig(instrument_set=name, seed=secrets.randbelow(2**31), accounts=accounts, signed=signed,
-                             mode="demo")  # fmt: skip
-        port = preferred if _port_free(preferred) else _free_port()
-        venues.append(DemoVenue(name=name, label=label, port=port, config=config))
+        config = msgspec.structs.replace(venue.config, accounts=venue.config.accounts + added)
+        venues.append(msgspec.structs.replace(venue, config=config))
+    if stored and all(stored.get(v.name) == v for v in venues):
+        return venues
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
@@ -187,3 +201,74 @@ async def link_all(settings: Settings, venues: list[DemoVenue], emails: list[str
 def venue_paths(settings: Settings) -> list[Path]:
     """Files the demo venues keep in ``data_dir``."""
     return [settings.data_dir / _FILE, *(settings.data_dir / f"demo-venue-{n}.json" for n, *_ in _VENUES)]
+
+
+# (follower, venue) -> settings: each demo follower copies differently, on both venues.
+_FOLLOWER_SETTINGS: dict[str, dict[str, CopySettings]] = {
+    "alice@example.com": {
+        "fx": CopySettings(sizing=SizingMode.EQUITY_RATIO),
+        "crypto": CopySettings(sizing=SizingMode.EQUITY_RATIO),
+    },
+    "bob@example.com": {
+        "fx": CopySettings(sizing=SizingMode.FIXED_QTY, fixed_qty=Decimal("0.05")),
+        "crypto": CopySettings(sizing=SizingMode.FIXED_QTY, fixed_qty=Decimal("0.01000")),
+    },
+    "carol@example.com": {
+        "fx": CopySettings(sizing=SizingMode.MULTIPLIER, multiplier=Decimal("0.5"), direction=Direction.REVERSED),
+        "crypto": CopySettings(sizing=SizingMode.MULTIPLIER, multiplier=Decimal("0.5"), direction=Direction.REVERSED),
+    },
+    "dave@example.com": {
+        "fx": CopySettings(sizing=SizingMode.EQUITY_RATIO, copy_stop_loss_pct=Decimal("0.5")),
+        "crypto": CopySettings(sizing=SizingMode.EQUITY_RATIO, copy_stop_loss_pct=Decimal("0.5")),
+    },
+}
+_STRATEGY_NAMES = {"fx": "Pat's FX Trend", "crypto": "Pat's Crypto Momentum"}
+
+
+async def seed_copy_trading(settings: Settings, provider: str) -> list[str]:
+    """Pat publishes a strategy on each sim account; each follower subscribes with its own settings.
+
+    Idempotent: what exists is kept. Returns a line per strategy for the console.
+    """
+    database = Database.from_settings(settings)
+    lines: list[str] = []
+    try:
+        async with database.session() as session:
+            users = UserRepository(session)
+            pat = await users.get_by_email(provider)
+            if pat is None:
+                raise RuntimeError(f"demo user {provider} was not seeded")
+            listing = await AccountRepository(session).list_with_connections(pat.id)
+            mine = {s.name: s for s in await StrategyRepository(session).list_for_user(pat.id)}
+            now = SystemClock().now()
+            for venue, name in _STRATEGY_NAMES.items():
+                account = next((a for a in listing if a.connection_label == _label(venue)), None)
+                if account is None:
+                    continue
+                strategy = mine.get(name) or await create_strategy(
+                    session, provider_user_id=pat.id, account_id=account.id, name=name,
+                    description="A demo bot trading the sim venue.", visibility=StrategyVisibility.PUBLIC, now=now,
+                )  # fmt: skip
+                followers = 0
+                for email, by_venue in _FOLLOWER_SETTINGS.items():
+                    user = await users.get_by_email(email)
+                    if user is None:
+                        continue
+                    theirs = await AccountRepository(session).list_with_connections(user.id)
+                    target = next((a for a in theirs if a.connection_label == _label(venue)), None)
+                    if target is None:
+                        continue
+                    live = await SubscriptionRepository(session).list_for_account(target.id)
+                    if not any(s.strategy_id == strategy.id for s in live):
+                        await subscribe(session, follower_user_id=user.id, strategy_id=strategy.id,
+                                        account_id=target.id, settings=by_venue[venue], now=now)  # fmt: skip
+                    followers += 1
+                lines.append(f"{name} ({account.connection_label}): {followers} followers")
+            await session.commit()
+    finally:
+        await database.dispose()
+    return lines
+
+
+def _label(venue: str) -> str:
+    return next(label for name, label, *_ in _VENUES if name == venue)

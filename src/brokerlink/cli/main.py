@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,9 @@ app = typer.Typer(
 user_app = typer.Typer(help="Manage first-party users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(sim_app, name="sim")
+copy_app = typer.Typer(help="Copy trading.", no_args_is_help=True)
+app.add_typer(copy_app, name="copy")
+
 console = Console()
 err = Console(stderr=True)
 
@@ -91,12 +95,13 @@ def demo(
 ) -> None:
     """Run the demo: two sim venues, the server on 127.0.0.1, demo users with linked accounts. Ctrl-C stops it."""
     from brokerlink.cli import demo_venues
-    from brokerlink.cli.demo import TRADERS, seed
+    from brokerlink.cli.demo import PROVIDER, TRADERS, seed
 
     # The demo is plain HTTP on loopback by construction, where a browser may drop Secure cookies.
     settings = _settings(
-        host="127.0.0.1", port=port, data_dir=data_dir, server=server_name, log_format="console", cookie_secure="false"
-    )
+        host="127.0.0.1", port=port, data_dir=data_dir, server=server_name, log_format="console", cookie_secure="false",
+        demo_bot_email=PROVIDER,
+    )  # fmt: skip
     configure_logging(settings.log_level, "console")
     _migrate(settings)
     credentials = asyncio.run(seed(settings))
@@ -105,6 +110,7 @@ def demo(
     try:
         with demo_venues.running(settings, venues):
             linked = asyncio.run(demo_venues.link_all(settings, venues, traders))
+            strategies = asyncio.run(demo_venues.seed_copy_trading(settings, PROVIDER))
             url = f"http://127.0.0.1:{settings.port}"
             console.rule("[bold]brokerlink demo")
             console.print(f"dashboard   {url}/")
@@ -114,7 +120,10 @@ def demo(
             for venue in venues:
                 console.print(f"sim venue   {venue.label}: {venue.base_url}  ({venue.config.instrument_set})")
             if linked:
-                console.print(f"linked      {linked} sim accounts for {', '.join(traders)}")
+                console.print(f"linked      {linked} sim accounts for {', '.join(sorted(traders))}")
+            for line in strategies:
+                console.print(f"copying     {line}")
+            console.print("copy status brokerlink copy status --data-dir " + str(settings.data_dir) + "  (live table)")
             for cred in credentials:
                 console.print(f"sign in as  [bold]{cred.email}[/] / {cred.password}  ({cred.description})")
             console.print("Ctrl-C stops the server and the venues.")
@@ -161,6 +170,20 @@ def _safe_url(url: str) -> str:
     creds, _, host = tail.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{head}{sep}{user}:***@{host}"
+
+
+@copy_app.command("status")
+def copy_status(
+    data_dir: DataDirOpt = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Redraw every second until Ctrl-C.")] = False,
+) -> None:
+    """Subscriptions, what they hold, P&L, skips by reason and copy latency percentiles."""
+    from brokerlink.cli.copy_status import show
+
+    settings = _settings(data_dir=data_dir)
+    configure_logging("warning", "console")
+    with contextlib.suppress(KeyboardInterrupt):
+        show(settings, watch=watch, console=console)
 
 
 def main() -> None:
