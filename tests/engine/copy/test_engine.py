@@ -20,7 +20,7 @@ from brokerlink.domain.enums import Side
 from brokerlink.domain.models import Account
 from brokerlink.engine.copy.manage import create_strategy, set_status, subscribe
 from brokerlink.engine.copy.service import CopyEngine
-from brokerlink.engine.copy.settings import CopySettings, Direction, SizingMode
+from brokerlink.engine.copy.settings import CopySettings, Direction, OnSubscribe, SizingMode
 from brokerlink.engine.links.orders import OrderTicket, place_order
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import SystemClock
@@ -226,5 +226,48 @@ async def test_stop_with_close_closes_the_copies_and_paused_copies_no_opens(
         async with database.session() as session:
             reasons = await CopyEventRepository(session).count_by_reason(world.subscriptions[1])
         assert reasons.get("paused") == 1, reasons
+    finally:
+        await world.engine.stop()
+
+
+async def test_positions_open_before_the_subscription_follow_the_on_subscribe_policy(
+    make_links: LinksFactory, database: Database, bus: MemoryEventBus, venue: SimHarness
+) -> None:
+    world = await _world(make_links, database, bus, venue)  # no followers yet
+    try:
+        await _trade(world, Side.BUY, "0.30")
+        async with database.session() as session:
+            from brokerlink.store.repositories.strategies import StrategyRepository
+
+            strategy = (await StrategyRepository(session).list_active())[0]
+        await eventually(lambda: world.engine._scan_strategy(strategy.id), "the provider fill to be consumed")
+        followers = []
+        for n, policy in ((1, OnSubscribe.MARKET), (2, OnSubscribe.SKIP)):
+            follower = await _link(world.links, database, venue, f"late{n}@example.com", n)
+            async with database.session() as session:
+                sub = await subscribe(
+                    session, follower_user_id=follower.user_id, strategy_id=strategy.id, account_id=follower.id,
+                    settings=CopySettings(sizing=SizingMode.MULTIPLIER, on_subscribe=policy), now=SystemClock().now(),
+                )  # fmt: skip
+                await session.commit()
+            followers.append((follower, sub.id))
+        for _, sub_id in followers:
+            await world.engine.copy_open_positions(sub_id)
+            await world.engine.copy_open_positions(sub_id)  # twice: still one copy
+
+        async def copied() -> bool:
+            return await _position(database, followers[0][0].id) == Decimal("0.30")
+
+        await eventually(copied, "the market follower to copy the open position")
+        assert await _position(database, followers[1][0].id) == 0
+        async with database.session() as session:
+            skipped = await CopyEventRepository(session).count_by_reason(followers[1][1])
+        assert skipped == {"on_subscribe_skip": 1}
+        await _trade(world, Side.SELL, "0.30")  # the provider closes: the copied position closes too
+
+        async def closed() -> bool:
+            return await _position(database, followers[0][0].id) == 0
+
+        await eventually(closed, "the copied position to close with the provider's")
     finally:
         await world.engine.stop()

@@ -48,15 +48,15 @@ from brokerlink.domain.copy import (
     CopySignal,
     IntentAction,
     IntentStatus,
-    LinkStatus,
     Strategy,
     Subscription,
 )
 from brokerlink.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
 from brokerlink.domain.models import Fill, Order, Quote
-from brokerlink.engine.copy.guards import slippage_bps
+from brokerlink.engine.copy import joining, outcomes
 from brokerlink.engine.copy.ids import copy_client_order_id
+from brokerlink.engine.copy.joining import equity_of
 from brokerlink.engine.copy.planner import Follower, Plan, QuoteOf, Signal, plan_follower
 from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
@@ -73,7 +73,6 @@ from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.copy_links import CopyLinkRepository
 from brokerlink.store.repositories.copy_signals import CopySignalRepository
 from brokerlink.store.repositories.fills import FillRepository
-from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import BalanceRepository
 from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
@@ -118,7 +117,8 @@ class CopyEngine:
         self._strategy_locks: dict[str, asyncio.Lock] = {}
         self._settings: dict[tuple[str, int], CopySettings] = {}  # by (subscription id, version)
         self._indexes: dict[str, SymbolIndex] = {}  # by follower account id
-        self._received: dict[str, float] = {}  # signal id -> perf_counter when read, for engine_us
+        self._received: dict[str, float] = {}  # intent id -> perf_counter when its signal was read
+        self.joined: set[str] = set()  # subscriptions whose on_subscribe policy has been applied
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ class CopyEngine:
             lock = self._strategy_locks.setdefault(strategy.id, asyncio.Lock())
             async with lock:
                 intents += await self._scan_strategy(strategy.id)
-        self._dispatch_all(intents)
+        self.dispatch(intents)
         return intents
 
     async def _scan_strategy(self, strategy_id: str) -> list[CopyIntent]:
@@ -263,7 +263,7 @@ class CopyEngine:
             link.subscription_id: link for link in await link_repo.list_open_for_strategy(strategy.id, signal.symbol)
         }
         balances = BalanceRepository(session)
-        provider_equity = await _equity(balances, strategy.account_id)
+        provider_equity = await equity_of(balances, strategy.account_id)
         planned = Signal(
             trade_id=signal.provider_trade_id,
             symbol=signal.symbol,
@@ -278,9 +278,16 @@ class CopyEngine:
         events: list[CopyEvent] = []
         new_links: list[CopyLink] = []
         for subscription in subscriptions:
-            follower = await self._follower(balances, subscription, open_links.get(subscription.id))
-            plan = plan_follower(planned, follower, quote=self._quote_for(subscription.account_id), now=now)
-            made, link = self._intents(subscription, signal, plan, now=now)
+            follower = await self.follower_view(balances, subscription, open_links.get(subscription.id))
+            plan = plan_follower(planned, follower, quote=self.quote_for(subscription.account_id), now=now)
+            made, link = self.build_intents(
+                subscription,
+                plan,
+                signal_id=signal.id,
+                trade_id=signal.provider_trade_id,
+                symbol=signal.symbol,
+                now=now,
+            )
             intents += made
             if link is not None:
                 new_links.append(link)
@@ -295,9 +302,10 @@ class CopyEngine:
         await link_repo.add_many(new_links)
         return intents, events
 
-    async def _follower(
+    async def follower_view(
         self, balances: BalanceRepository, subscription: Subscription, link: CopyLink | None
     ) -> Follower:
+        """The planner's view of one subscription: settings (cached by version), instruments, equity."""
         key = (subscription.id, subscription.version)
         settings = self._settings.get(key)
         if settings is None:
@@ -314,11 +322,12 @@ class CopyEngine:
             settings=settings,
             link=link,
             instruments=index,
-            equity=await _equity(balances, subscription.account_id),
+            equity=await equity_of(balances, subscription.account_id),
             start_equity=subscription.start_equity,
         )
 
-    def _quote_for(self, account_id: str) -> QuoteOf:
+    def quote_for(self, account_id: str) -> QuoteOf:
+        """A lookup of the follower account's live quotes (``None`` while it is not connected)."""
         links = self.links
 
         def quote(symbol: str) -> Quote | None:
@@ -328,16 +337,24 @@ class CopyEngine:
 
         return quote
 
-    def _intents(
-        self, subscription: Subscription, signal: CopySignal, plan: Plan, *, now: datetime
+    def build_intents(
+        self,
+        subscription: Subscription,
+        plan: Plan,
+        *,
+        signal_id: str | None,
+        trade_id: str,
+        symbol: str,
+        now: datetime,
     ) -> tuple[list[CopyIntent], CopyLink | None]:
+        """The outbox intents of a plan, with deterministic client order ids, and the link an open creates."""
         intents: list[CopyIntent] = []
         new_link: CopyLink | None = None
         for order in plan.orders:
             link_id = order.link_id
             if order.action is IntentAction.OPEN:
                 new_link = CopyLink(
-                    id=new_id("lnk"), subscription_id=subscription.id, provider_symbol=signal.symbol,
+                    id=new_id("lnk"), subscription_id=subscription.id, provider_symbol=symbol,
                     follower_symbol=order.symbol, side=order.side, qty=order.qty, opened_at=now, updated_at=now,
                 )  # fmt: skip
                 link_id = new_link.id
@@ -346,11 +363,11 @@ class CopyEngine:
                 CopyIntent(
                     id=new_id("cpi"),
                     subscription_id=subscription.id,
-                    signal_id=signal.id,
+                    signal_id=signal_id,
                     link_id=link_id,
                     action=order.action,
                     follower_account_id=subscription.account_id,
-                    client_order_id=copy_client_order_id(subscription.id, signal.provider_trade_id, order.action.value),
+                    client_order_id=copy_client_order_id(subscription.id, trade_id, order.action.value),
                     symbol=order.symbol,
                     side=order.side,
                     qty=order.qty,
@@ -377,9 +394,16 @@ class CopyEngine:
                 await links.set_qty(link.id, Decimal(0), now=now)
                 await links.close(link.id, now=now)
 
+    # --- the provider's positions at subscription time -----------------------------------------
+
+    async def copy_open_positions(self, subscription_id: str) -> list[CopyIntent]:
+        """Apply the subscription's ``on_subscribe`` policy (see :mod:`~brokerlink.engine.copy.joining`)."""
+        return await joining.copy_open_positions(self, subscription_id)
+
     # --- dispatch --------------------------------------------------------------------------------
 
-    def _dispatch_all(self, intents: Iterable[CopyIntent]) -> None:
+    def dispatch(self, intents: Iterable[CopyIntent]) -> None:
+        """Hand committed intents to their followers' adapters, concurrently (each intent once at a time)."""
         for intent in intents:
             if intent.id not in self._dispatching:
                 task = asyncio.create_task(self._dispatch(intent), name=f"copy-{intent.id}")
@@ -396,7 +420,7 @@ class CopyEngine:
         """Send what the outbox still holds (after a restart, or once a follower's connection is back)."""
         async with self.database.session() as session:
             pending = await CopyIntentRepository(session).list_pending(limit=500)
-        self._dispatch_all(pending)
+        self.dispatch(pending)
 
     async def settle_open(self) -> None:
         """Settle intents whose orders ended while nobody listened (the bus message was lost)."""
@@ -455,83 +479,9 @@ class CopyEngine:
             await CopyIntentRepository(session).requeue(intent.id, error=error, now=self.clock.now())
             await session.commit()
 
-    # --- outcomes --------------------------------------------------------------------------------
-
     async def settle(self, account_id: str, client_order_id: str) -> None:
         """Bring the intent behind a copy order in line with the order's state (idempotent)."""
-        async with self.database.session() as session:
-            intents = CopyIntentRepository(session)
-            intent = await intents.get_by_client_order_id(account_id, client_order_id)
-            order = await OrderRepository(session).get_by_client_order_id(account_id, client_order_id)
-            # A pending intent is settled by its dispatch, right after it records the send (and timings).
-            if intent is None or order is None or intent.status not in _IN_FLIGHT or not order.status.is_terminal:
-                return
-            now = self.clock.now()
-            if order.status is OrderStatus.FILLED:
-                slip = await self._slippage(session, intent, order)
-                await intents.mark_filled(intent.id, now=now, order_id=order.id, slippage_bps=slip)
-                kind, reason = CopyEventKind.COPIED, None
-                detail = f"{order.side.value} {order.filled_qty} {order.symbol} at {order.avg_fill_price}"
-            elif order.status is OrderStatus.REJECTED:
-                await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
-                kind, reason, detail = CopyEventKind.REJECTED, "broker_rejected", order.reject_reason or "rejected"
-            else:
-                await intents.mark_canceled(intent.id, now=now, reason=order.status.value)
-                kind, reason = CopyEventKind.REJECTED, f"order_{order.status.value}"
-                detail = f"{order.filled_qty} of {order.qty} filled before it was {order.status.value}"
-            await self._correct_link(session, intent, planned=intent.qty, filled=order.filled_qty, now=now)
-            await CopyEventRepository(session).add(
-                CopyEvent(
-                    id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=reason,
-                    detail=detail, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
-                )
-            )  # fmt: skip
-            await session.commit()
+        await outcomes.settle(self.database, self.clock, account_id, client_order_id)
 
     async def _end(self, intent: CopyIntent, status: IntentStatus, reason: str) -> None:
-        now = self.clock.now()
-        async with self.database.session() as session:
-            intents = CopyIntentRepository(session)
-            if status is IntentStatus.REJECTED:
-                await intents.mark_rejected(intent.id, reason=reason, now=now)
-            else:
-                await intents.mark_failed(intent.id, error=reason, now=now)
-            await self._correct_link(session, intent, planned=intent.qty, filled=Decimal(0), now=now)
-            kind = CopyEventKind.REJECTED if status is IntentStatus.REJECTED else CopyEventKind.FAILED
-            await CopyEventRepository(session).add(
-                CopyEvent(
-                    id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=status.value,
-                    detail=reason, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
-                )
-            )  # fmt: skip
-            await session.commit()
-
-    async def _correct_link(
-        self, session: AsyncSession, intent: CopyIntent, *, planned: Decimal, filled: Decimal, now: datetime
-    ) -> None:
-        """An open that filled less than planned holds less: shrink its link by the difference."""
-        if intent.link_id is None or filled >= planned:
-            return
-        if intent.action not in (IntentAction.OPEN, IntentAction.INCREASE):
-            return  # a close that did not complete leaves a position the reconciliation reports
-        links = CopyLinkRepository(session)
-        link = await links.get_by_id(intent.link_id)
-        if link is None or link.status is not LinkStatus.OPEN:
-            return
-        await links.set_qty(link.id, max(Decimal(0), link.qty - (planned - filled)), now=now)
-
-    async def _slippage(self, session: AsyncSession, intent: CopyIntent, order: Order) -> Decimal | None:
-        if intent.signal_id is None or order.avg_fill_price is None:
-            return None
-        signal = await CopySignalRepository(session).get_by_id(intent.signal_id)
-        if signal is None:
-            return None
-        return slippage_bps(intent.side, signal.price, order.avg_fill_price)
-
-
-_IN_FLIGHT = frozenset({IntentStatus.SENT, IntentStatus.ACKNOWLEDGED})
-
-
-async def _equity(balances: BalanceRepository, account_id: str) -> Decimal | None:
-    rows = await balances.list_for_account(account_id)
-    return rows[0].equity if rows else None
+        await outcomes.end(self.database, self.clock, intent, status, reason)

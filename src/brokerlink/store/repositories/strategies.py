@@ -149,4 +149,5 @@ class StrategyPositionRepository:
         stmt = select(StrategyPositionRow.symbol, StrategyPositionRow.qty).where(
             StrategyPositionRow.strategy_id == strategy_id
         )
-        return {str(symbol): Decimal(qty) for symbol, qty in (await self.session.execute(stmt)).tuples()}
+        rows = await self.session.execute(stmt)
+        return {str(row[0]): Decimal(row[1]) for row in rows}

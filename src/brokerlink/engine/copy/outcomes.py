@@ -1,0 +1,104 @@
+"""How each copy order ended: the intent's final status, the follower's copy event, the link's correction.
+
+An open that filled less than planned holds less than its link says: the link shrinks by the
+difference, so later closes never overshoot. A close that did not complete leaves a position the
+reconciliation reports. Slippage is measured in basis points against the provider's fill price.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from brokerlink.domain.copy import CopyEvent, CopyEventKind, CopyIntent, IntentAction, IntentStatus, LinkStatus
+from brokerlink.domain.enums import OrderStatus
+from brokerlink.domain.models import Order
+from brokerlink.engine.copy.guards import slippage_bps
+from brokerlink.kit.clock import Clock
+from brokerlink.kit.ids import new_id
+from brokerlink.store.db import Database
+from brokerlink.store.repositories.copy_events import CopyEventRepository
+from brokerlink.store.repositories.copy_intents import CopyIntentRepository
+from brokerlink.store.repositories.copy_links import CopyLinkRepository
+from brokerlink.store.repositories.copy_signals import CopySignalRepository
+from brokerlink.store.repositories.orders import OrderRepository
+
+_IN_FLIGHT = frozenset({IntentStatus.SENT, IntentStatus.ACKNOWLEDGED})
+
+
+async def settle(database: Database, clock: Clock, account_id: str, client_order_id: str) -> None:
+    """Bring the intent behind a copy order in line with the order's state (idempotent)."""
+    async with database.session() as session:
+        intents = CopyIntentRepository(session)
+        intent = await intents.get_by_client_order_id(account_id, client_order_id)
+        order = await OrderRepository(session).get_by_client_order_id(account_id, client_order_id)
+        # A pending intent is settled by its dispatch, right after it records the send (and timings).
+        if intent is None or order is None or intent.status not in _IN_FLIGHT or not order.status.is_terminal:
+            return
+        now = clock.now()
+        if order.status is OrderStatus.FILLED:
+            slip = await _slippage(session, intent, order)
+            await intents.mark_filled(intent.id, now=now, order_id=order.id, slippage_bps=slip)
+            kind, reason = CopyEventKind.COPIED, None
+            detail = f"{order.side.value} {order.filled_qty} {order.symbol} at {order.avg_fill_price}"
+        elif order.status is OrderStatus.REJECTED:
+            await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
+            kind, reason, detail = CopyEventKind.REJECTED, "broker_rejected", order.reject_reason or "rejected"
+        else:
+            await intents.mark_canceled(intent.id, now=now, reason=order.status.value)
+            kind, reason = CopyEventKind.REJECTED, f"order_{order.status.value}"
+            detail = f"{order.filled_qty} of {order.qty} filled before it was {order.status.value}"
+        await _correct_link(session, intent, planned=intent.qty, filled=order.filled_qty, now=now)
+        await CopyEventRepository(session).add(
+            CopyEvent(
+                id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=reason,
+                detail=detail, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
+            )
+        )  # fmt: skip
+        await session.commit()
+
+
+async def end(database: Database, clock: Clock, intent: CopyIntent, status: IntentStatus, reason: str) -> None:
+    """End an intent that never became an order at the venue (refused, or given up), with an event."""
+    now = clock.now()
+    async with database.session() as session:
+        intents = CopyIntentRepository(session)
+        if status is IntentStatus.REJECTED:
+            await intents.mark_rejected(intent.id, reason=reason, now=now)
+        else:
+            await intents.mark_failed(intent.id, error=reason, now=now)
+        await _correct_link(session, intent, planned=intent.qty, filled=Decimal(0), now=now)
+        kind = CopyEventKind.REJECTED if status is IntentStatus.REJECTED else CopyEventKind.FAILED
+        await CopyEventRepository(session).add(
+            CopyEvent(
+                id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=status.value,
+                detail=reason, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
+            )
+        )  # fmt: skip
+        await session.commit()
+
+
+async def _correct_link(
+    session: AsyncSession, intent: CopyIntent, *, planned: Decimal, filled: Decimal, now: datetime
+) -> None:
+    """An open that filled less than planned holds less: shrink its link by the difference."""
+    if intent.link_id is None or filled >= planned:
+        return
+    if intent.action not in (IntentAction.OPEN, IntentAction.INCREASE):
+        return  # a close that did not complete leaves a position the reconciliation reports
+    links = CopyLinkRepository(session)
+    link = await links.get_by_id(intent.link_id)
+    if link is None or link.status is not LinkStatus.OPEN:
+        return
+    await links.set_qty(link.id, max(Decimal(0), link.qty - (planned - filled)), now=now)
+
+
+async def _slippage(session: AsyncSession, intent: CopyIntent, order: Order) -> Decimal | None:
+    if intent.signal_id is None or order.avg_fill_price is None:
+        return None
+    signal = await CopySignalRepository(session).get_by_id(intent.signal_id)
+    if signal is None:
+        return None
+    return slippage_bps(intent.side, signal.price, order.avg_fill_price)
