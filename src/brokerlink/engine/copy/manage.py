@@ -21,6 +21,7 @@ from brokerlink.domain.copy import (
     CopyIntent,
     IntentAction,
     Strategy,
+    StrategyStatus,
     StrategyVisibility,
     Subscription,
     SubscriptionStatus,
@@ -97,8 +98,12 @@ async def subscribe(
     strategy = await StrategyRepository(session).get_visible(follower_user_id, strategy_id)
     if strategy is None:
         raise NotFound("strategy not found")
+    if strategy.status is StrategyStatus.CLOSED:
+        raise Conflict("the strategy is closed: it sends no more signals", extra={"field": "strategy_id"})
     if await AccountRepository(session).get_for_user(follower_user_id, account_id) is None:
         raise NotFound("account not found")
+    if strategy.account_id == account_id:
+        raise InvalidInput("account_id: an account cannot follow the strategy it backs", extra={"field": "account_id"})
     balances = await BalanceRepository(session).list_for_account(account_id)
     equity = balances[0].equity if balances else None
     if strategy.min_follower_equity is not None and (equity is None or equity < strategy.min_follower_equity):
@@ -136,13 +141,14 @@ async def update_settings(
     now: datetime,
 ) -> Subscription:
     """Replace a subscription's settings; they apply from the provider's next trade."""
-    await _own(session, user_id, subscription_id)
+    current = await _own(session, user_id, subscription_id)
     changed = await SubscriptionRepository(session).update_settings(
         subscription_id, encode_settings(settings).decode(), now=now, expected_version=expected_version
     )
     if changed is None:
         raise NotFound("subscription not found")
-    await _event(session, subscription_id, CopyEventKind.SETTINGS_CHANGED, "settings changed", now=now)
+    if changed.version != current.version:  # the same settings again change nothing
+        await _event(session, subscription_id, CopyEventKind.SETTINGS_CHANGED, "settings changed", now=now)
     return changed
 
 

@@ -83,7 +83,12 @@ async def end(database: Database, clock: Clock, intent: CopyIntent, status: Inte
 async def _correct_link(
     session: AsyncSession, intent: CopyIntent, *, planned: Decimal, filled: Decimal, now: datetime
 ) -> None:
-    """An open that filled less than planned holds less: shrink its link by the difference."""
+    """An open that filled less than planned holds less: shrink its link by the difference.
+
+    A link left holding nothing is closed. Left open, it would make the provider's next open in that
+    symbol plan a second open link for the subscription, which the store refuses, failing the fill's
+    transaction for every follower of the strategy.
+    """
     if intent.link_id is None or filled >= planned:
         return
     if intent.action not in (IntentAction.OPEN, IntentAction.INCREASE):
@@ -92,7 +97,10 @@ async def _correct_link(
     link = await links.get_by_id(intent.link_id)
     if link is None or link.status is not LinkStatus.OPEN:
         return
-    await links.set_qty(link.id, max(Decimal(0), link.qty - (planned - filled)), now=now)
+    left = max(Decimal(0), link.qty - (planned - filled))
+    await links.set_qty(link.id, left, now=now)
+    if left == 0:
+        await links.close(link.id, now=now)
 
 
 async def _slippage(session: AsyncSession, intent: CopyIntent, order: Order) -> Decimal | None:

@@ -49,6 +49,8 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     before: Decimal
     after: Decimal
     provider_equity: Decimal | None = None
+    stop_loss: Decimal | None = None
+    """The provider's stop-loss on the position, if known: ``risk_percent`` sizing skips without it."""
 
 
 class Follower(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,12 +62,14 @@ class Follower(msgspec.Struct, frozen=True, kw_only=True):
     link: CopyLink | None
     """The open link for the signal's symbol, if any."""
     instruments: SymbolIndex | Mapping[str, Instrument] | None
-    """The follower broker's instruments; ``None`` while the follower's account is not connected."""
+    """The follower broker's instruments (as last seen, when the connection is down); ``None`` if never seen."""
+    connected: bool = True
+    """Whether the follower's account is connected now: opens need it, closes are planned regardless."""
     equity: Decimal | None = None
     start_equity: Decimal | None = None
     open_positions: int = 0
-    gross_exposure: Decimal = _ZERO
-    symbol_exposure: Decimal = _ZERO
+    exposures: Mapping[str, Decimal] = msgspec.field(default_factory=dict)
+    """Notional held per follower symbol (in the account currency): what the exposure caps count."""
 
 
 class PlannedOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,6 +82,8 @@ class PlannedOrder(msgspec.Struct, frozen=True, kw_only=True):
     limit_price: Decimal | None = None
     link_id: str | None = None
     """The link it reduces or closes; ``None`` for an open (the runtime creates the link)."""
+    part: int = 0
+    """For a close split into several orders (above the venue's maximum), which one: part of its id."""
 
 
 class Plan(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,11 +104,17 @@ def plan_follower(signal: Signal, follower: Follower, *, quote: QuoteOf, now: da
     reversal = before != 0 and after != 0 and (before > 0) != (after > 0)
     closing = reversal or abs(after) < abs(before)
     opened = abs(after) if reversal else abs(after) - abs(before)
-    if closing and follower.link is not None and follower.link.qty > 0:
+    link = follower.link
+    if closing and link is not None and link.qty > 0:
         closed = abs(before) if reversal else abs(before) - abs(after)
-        order = _close(follower, follower.link, before=abs(before), closed=closed)
-        if order is not None:
-            orders.append(order)
+        orders += _close(follower, link, before=abs(before), closed=closed)
+        if sum((o.qty for o in orders), _ZERO) == link.qty:  # closed completely: it frees its place
+            freed = link.qty * _price_hint(follower, link.follower_symbol)
+            exposures = dict(follower.exposures)
+            exposures[link.follower_symbol] = max(_ZERO, exposures.get(link.follower_symbol, _ZERO) - freed)
+            follower = msgspec.structs.replace(
+                follower, link=None, open_positions=max(0, follower.open_positions - 1), exposures=exposures
+            )
     skip: Skip | None = None
     if opened > 0:
         opening = _open(signal, follower, qty=opened, quote=quote, now=now, increase=not reversal and before != 0)
@@ -113,16 +125,41 @@ def plan_follower(signal: Signal, follower: Follower, *, quote: QuoteOf, now: da
     return Plan(subscription_id=follower.subscription_id, orders=tuple(orders), skip=skip)
 
 
-def _close(follower: Follower, link: CopyLink, *, before: Decimal, closed: Decimal) -> PlannedOrder | None:
+def _close(follower: Follower, link: CopyLink, *, before: Decimal, closed: Decimal) -> list[PlannedOrder]:
+    """The orders that take the provider's share off the link: one, or several below the venue's maximum."""
     instrument = _instrument(follower, link.follower_symbol)
-    step = instrument.qty_step if instrument is not None else Decimal("1E-12")
+    # Without the broker's rules (never seen), the link's own grid: every quantity it got was on the step.
+    step = instrument.qty_step if instrument is not None else Decimal(1).scaleb(_exponent(link.qty))
     minimum = instrument.min_qty if instrument is not None else _ZERO
     qty = close_qty(link.qty, before, closed, step, min_qty=minimum)
     if qty <= 0:
-        return None
+        return []
     action = IntentAction.CLOSE if qty == link.qty else IntentAction.REDUCE
     side = Side.SELL if link.side is Side.BUY else Side.BUY
-    return PlannedOrder(action=action, symbol=link.follower_symbol, side=side, qty=qty, link_id=link.id)
+    largest = instrument.max_qty if instrument is not None and instrument.max_qty else qty
+    parts: list[PlannedOrder] = []
+    left = qty
+    while left > 0:
+        chunk = min(left, largest)
+        parts.append(
+            PlannedOrder(
+                action=action, symbol=link.follower_symbol, side=side, qty=chunk, link_id=link.id, part=len(parts)
+            )
+        )
+        left -= chunk
+    return parts
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def _price_hint(follower: Follower, symbol: str) -> Decimal:
+    """Notional per unit the exposure map used for ``symbol`` (zero when the symbol holds nothing)."""
+    held = follower.exposures.get(symbol, _ZERO)
+    link = follower.link
+    return held / link.qty if held and link is not None and link.qty else _ZERO
 
 
 def _instrument(follower: Follower, symbol: str) -> Instrument | None:
@@ -147,6 +184,12 @@ def _open(
     slip = slippage_decision(settings, side, signal.price, follower_price, instrument.tick_size)
     if isinstance(slip, Skip):
         return slip
+    link = follower.link
+    if link is not None and link.side is not side:
+        return Skip(
+            reason=SkipReason.DIRECTION_CONFLICT,
+            detail=f"a {link.side.value} copy of {signal.symbol} is still open; it closes with the provider",
+        )
     sized = size_open(
         settings,
         OpenContext(
@@ -156,15 +199,15 @@ def _open(
             follower_price=follower_price,
             provider_equity=signal.provider_equity,
             follower_equity=follower.equity,
+            provider_stop_loss=signal.stop_loss,
             follower_open_positions=follower.open_positions,
             adds_to_open_position=increase and follower.link is not None,
-            follower_symbol_exposure=follower.symbol_exposure,
-            follower_gross_exposure=follower.gross_exposure,
+            follower_symbol_exposure=follower.exposures.get(instrument.symbol, _ZERO),
+            follower_gross_exposure=sum(follower.exposures.values(), _ZERO),
         ),
     )
     if isinstance(sized, Skip):
         return sized
-    link = follower.link
     action = IntentAction.INCREASE if increase and link is not None and link.side is side else IntentAction.OPEN
     return PlannedOrder(
         action=action,
@@ -182,8 +225,10 @@ def _open_target(signal: Signal, follower: Follower, now: datetime) -> Instrumen
         return Skip(reason=SkipReason.PAUSED, detail="the subscription is paused")
     if follower.status is SubscriptionStatus.CLOSE_ONLY:
         return Skip(reason=SkipReason.CLOSE_ONLY, detail="the subscription only closes copies")
-    if follower.instruments is None:
-        return Skip(reason=SkipReason.NO_PRICE, detail="the follower's broker connection is not up")
+    if follower.instruments is None or not follower.connected:
+        return Skip(
+            reason=SkipReason.FOLLOWER_DISCONNECTED, detail="the follower's broker connection was down at the signal"
+        )
     instrument = resolve_symbol(follower.settings, signal.symbol, follower.instruments)
     if isinstance(instrument, Skip):
         return instrument

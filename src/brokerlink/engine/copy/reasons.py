@@ -26,6 +26,10 @@ class SkipReason(StrEnum):
     """A provider position open at subscription time, and the follower chose not to copy those."""
     WORSE_THAN_ENTRY = "worse_than_entry"
     """Copy-if-not-worse at subscription time, and the price is worse than the provider's entry."""
+    FOLLOWER_DISCONNECTED = "follower_disconnected"
+    """The follower's broker connection was down when the provider traded (no catch-up trade later)."""
+    DIRECTION_CONFLICT = "direction_conflict"
+    """A copy on the other side is still open (the direction setting changed); it closes with the provider."""
 
     # Symbol filter and resolution.
     SYMBOL_DENIED = "symbol_denied"

@@ -57,7 +57,7 @@ from brokerlink.domain.models import Fill, Order, Quote
 from brokerlink.engine.copy import joining, outcomes
 from brokerlink.engine.copy.ids import copy_client_order_id
 from brokerlink.engine.copy.joining import equity_of
-from brokerlink.engine.copy.planner import Follower, Plan, QuoteOf, Signal, plan_follower
+from brokerlink.engine.copy.planner import Follower, Plan, PlannedOrder, QuoteOf, Signal, plan_follower
 from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
@@ -73,7 +73,7 @@ from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.copy_links import CopyLinkRepository
 from brokerlink.store.repositories.copy_signals import CopySignalRepository
 from brokerlink.store.repositories.fills import FillRepository
-from brokerlink.store.repositories.positions import BalanceRepository
+from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
 
@@ -102,6 +102,7 @@ class CopyEngine:
         stale_after_s: float = 30.0,
         retry_every_s: float = 1.0,
         ack_wait_s: float = 2.0,
+        connect_wait_s: float = 10.0,
         node: str = "engine-1",
     ) -> None:
         self.database = database
@@ -111,6 +112,7 @@ class CopyEngine:
         self.stale_after = timedelta(seconds=stale_after_s)
         self.retry_every_s = retry_every_s
         self.ack_wait_s = ack_wait_s
+        self.connect_wait_s = connect_wait_s
         self.node = node
         self._tasks: list[asyncio.Task[None]] = []
         self._dispatching: dict[str, asyncio.Task[None]] = {}  # by intent id
@@ -141,6 +143,7 @@ class CopyEngine:
 
     async def _follow_bus(self) -> None:
         consumer = self.bus.consumer(ACCOUNT_TOPIC, "copy", self.node, start="latest")
+        await self._await_links()
         await self.scan_all()
         while True:
             try:
@@ -174,6 +177,22 @@ class CopyEngine:
                 await self.settle_open()
             except BrokerlinkError as exc:
                 _log.warning("copy_retry_failed", error=str(exc))
+            except Exception:  # noqa: BLE001 - the loop must outlive a bug in one round; it is logged
+                _log.exception("copy_retry_crashed")
+
+    async def _await_links(self) -> None:
+        """At start, give the accounts of live strategies and subscriptions time to reconnect
+        (bounded): a fill consumed before a follower is back would be skipped for that follower."""
+        async with self.database.session() as session:
+            accounts = {s.account_id for s in await StrategyRepository(session).list_active()}
+            for strategy in await StrategyRepository(session).list_active():
+                subscriptions = await SubscriptionRepository(session).list_for_strategy(strategy.id)
+                accounts |= {s.account_id for s in subscriptions}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.connect_wait_s):
+                # The links have no "connected" signal to wait on yet; polling is bounded by the timeout.
+                while not all(self.links.is_live(a) for a in accounts):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
 
     # --- consuming provider fills ----------------------------------------------------------------
 
@@ -310,21 +329,34 @@ class CopyEngine:
         settings = self._settings.get(key)
         if settings is None:
             settings = self._settings[key] = decode_settings(subscription.settings)
-        index: SymbolIndex | None = None
-        if self.links.is_live(subscription.account_id):
-            index = self._indexes.get(subscription.account_id)
-            if index is None:
-                live = self.links.live(subscription.account_id)
-                index = self._indexes[subscription.account_id] = SymbolIndex(live.instruments.values())
+        connected = self.links.is_live(subscription.account_id)
+        index = self._indexes.get(subscription.account_id)
+        if connected and index is None:
+            live = self.links.live(subscription.account_id)
+            index = self._indexes[subscription.account_id] = SymbolIndex(live.instruments.values())
+        open_positions, exposures = 0, {}
+        if _counts_holdings(settings):
+            positions = await PositionRepository(balances.session).list_for_account(subscription.account_id)
+            open_positions = len(positions)
+            # Notional at the average price (the caps' own currency conversion is the settings' concern).
+            exposures = {p.symbol: abs(p.qty) * p.avg_price * self._contract_size(index, p.symbol) for p in positions}
         return Follower(
             subscription_id=subscription.id,
             status=subscription.status,
             settings=settings,
             link=link,
             instruments=index,
+            connected=connected,
             equity=await equity_of(balances, subscription.account_id),
             start_equity=subscription.start_equity,
+            open_positions=open_positions,
+            exposures=exposures,
         )
+
+    @staticmethod
+    def _contract_size(index: SymbolIndex | None, symbol: str) -> Decimal:
+        found = () if index is None else index.candidates(symbol, drop_suffixes=False)
+        return found[0].contract_size if len(found) == 1 else Decimal(1)
 
     def quote_for(self, account_id: str) -> QuoteOf:
         """A lookup of the follower account's live quotes (``None`` while it is not connected)."""
@@ -367,7 +399,7 @@ class CopyEngine:
                     link_id=link_id,
                     action=order.action,
                     follower_account_id=subscription.account_id,
-                    client_order_id=copy_client_order_id(subscription.id, trade_id, order.action.value),
+                    client_order_id=copy_client_order_id(subscription.id, trade_id, _action_key(order)),
                     symbol=order.symbol,
                     side=order.side,
                     qty=order.qty,
@@ -383,16 +415,17 @@ class CopyEngine:
 
     async def _move_links(self, links: CopyLinkRepository, plan: Plan, follower: Follower, *, now: datetime) -> None:
         link = follower.link
-        for order in plan.orders:
-            if link is None or order.link_id != link.id:
-                continue
-            if order.action is IntentAction.INCREASE:
-                await links.set_qty(link.id, link.qty + order.qty, now=now)
-            elif order.action is IntentAction.REDUCE:
-                await links.set_qty(link.id, link.qty - order.qty, now=now)
-            elif order.action is IntentAction.CLOSE:
-                await links.set_qty(link.id, Decimal(0), now=now)
-                await links.close(link.id, now=now)
+        if link is None:
+            return
+        mine = [o for o in plan.orders if o.link_id == link.id]
+        if any(o.action is IntentAction.CLOSE for o in mine):
+            await links.set_qty(link.id, Decimal(0), now=now)
+            await links.close(link.id, now=now)
+            return
+        added = sum((o.qty for o in mine if o.action is IntentAction.INCREASE), Decimal(0))
+        taken = sum((o.qty for o in mine if o.action is IntentAction.REDUCE), Decimal(0))
+        if added or taken:
+            await links.set_qty(link.id, link.qty + added - taken, now=now)
 
     # --- the provider's positions at subscription time -----------------------------------------
 
@@ -485,3 +518,16 @@ class CopyEngine:
 
     async def _end(self, intent: CopyIntent, status: IntentStatus, reason: str) -> None:
         await outcomes.end(self.database, self.clock, intent, status, reason)
+
+
+def _counts_holdings(settings: CopySettings) -> bool:
+    """Whether any cap of ``settings`` depends on what the follower already holds."""
+    return any(
+        value is not None
+        for value in (settings.max_open_positions, settings.max_exposure_per_symbol, settings.max_leverage)
+    )
+
+
+def _action_key(order: PlannedOrder) -> str:
+    """What makes the client order id of each of a signal's orders for a subscription distinct."""
+    return order.action.value if order.part == 0 else f"{order.action.value}#{order.part}"

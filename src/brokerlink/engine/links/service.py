@@ -151,6 +151,15 @@ class BrokerLinks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for live in list(self._live.values()):  # linked, then stopped before its task first ran
+            await self._close_live(live)
+
+    async def _close_live(self, live: LiveAccount) -> None:
+        """Forget and close a live account whose task never ran: a task cancelled before its first
+        step never runs its ``finally``, so :meth:`link`'s adapter would stay open (and "live")."""
+        self._live.pop(live.id, None)
+        await live.stop_refresh()
+        await live.adapter.close()
 
     def live(self, account_id: str) -> LiveAccount:
         """The connected account; 503 when its adapter is not connected (or not yet)."""
@@ -271,6 +280,8 @@ class BrokerLinks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for live in [live for live in self._live.values() if live.account.connection_id == connection_id]:
+                await self._close_live(live)  # linked, then unlinked before its task first ran
             now = self.clock.now()
             if row.credentials_ref is not None:
                 await self.vault.delete(session, row.credentials_ref)
