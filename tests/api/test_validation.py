@@ -18,19 +18,30 @@ import httpx
 import pytest
 from litestar import Litestar
 
+from brokerlink.domain.copy import StrategyVisibility
+from brokerlink.engine.copy.manage import create_strategy
+from brokerlink.store.db import Database
+from brokerlink.store.repositories.users import UserRepository
 from tests.api.support import (
     MARKET_ORDER,
     PASSWORD,
     RESTING_ORDER,
     eventually,
+    link_account,
     link_body,
     link_via_api,
     snapshot,
 )
+from tests.api.test_copy import copy_rows
 from tests.contract.harness import SimHarness
 
 BASE_URL = "<venue base url>"
 """Stands for the sim venue's URL, known only once the venue runs (see :func:`valid_body`)."""
+ACCOUNT_ID = "<account_id>"
+"""Stands for Alice's linked account (see :func:`valid_body`)."""
+FOLLOWABLE = "<followable strategy id>"
+"""Stands for a strategy of Bob's that Alice does not follow yet (see :func:`copy_ids`)."""
+SUBSCRIPTION = "/v1/subscriptions/{subscription_id}"
 
 # A valid body per JSON write route, and the status it gets. Each case below breaks it in one way.
 VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -40,6 +51,15 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     # A venue account other than the one Alice's fixture links: the same one twice is a 409.
     ("POST", "/v1/connections"): link_body(BASE_URL, 1, label="Spare"),
     ("POST", "/v1/accounts/{account_id}/orders"): MARKET_ORDER,
+    ("POST", "/v1/strategies"): {"name": "Published", "account_id": ACCOUNT_ID, "visibility": "public"},
+    ("PATCH", "/v1/strategies/{strategy_id}"): {"name": "Renamed strategy", "visibility": "unlisted"},
+    ("POST", "/v1/subscriptions"): {
+        "strategy_id": FOLLOWABLE,
+        "account_id": ACCOUNT_ID,
+        "settings": {"sizing": "multiplier", "multiplier": "0.5"},
+    },
+    ("PUT", f"{SUBSCRIPTION}/settings"): {"sizing": "fixed_qty", "fixed_qty": "0.02"},
+    ("POST", f"{SUBSCRIPTION}/stop"): {"close_copies": True},
 }
 ACCEPTED_WITH = {
     ("POST", "/v1/auth/register"): 201,
@@ -47,7 +67,18 @@ ACCEPTED_WITH = {
     ("PATCH", "/v1/accounts/{account_id}"): 200,
     ("POST", "/v1/connections"): 201,
     ("POST", "/v1/accounts/{account_id}/orders"): 201,
+    ("POST", "/v1/strategies"): 201,
+    ("PATCH", "/v1/strategies/{strategy_id}"): 200,
+    ("POST", "/v1/subscriptions"): 201,
+    ("PUT", f"{SUBSCRIPTION}/settings"): 200,
+    ("POST", f"{SUBSCRIPTION}/stop"): 200,
 }
+# Headers a valid request needs besides its body: replacing settings needs the ETag read (a fresh
+# subscription is at version 1).
+VALID_HEADERS: dict[tuple[str, str], dict[str, str]] = {("PUT", f"{SUBSCRIPTION}/settings"): {"if-match": '"1"'}}
+# Routes whose body is optional: without one they do their default (a stop that keeps the copies),
+# so the missing_body case does not apply.
+OPTIONAL_BODY = {("POST", f"{SUBSCRIPTION}/stop")}
 # The pages' form posts, with a valid form each (tests/web/test_form_validation.py breaks them).
 VALID_FORMS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/login"): {"email": "alice@example.com", "password": PASSWORD},
@@ -59,6 +90,19 @@ BODILESS = {
     ("POST", "/logout"),
     ("DELETE", "/v1/connections/{connection_id}"),
     ("DELETE", "/v1/orders/{order_id}"),
+    ("POST", f"{SUBSCRIPTION}/pause"),
+    ("POST", f"{SUBSCRIPTION}/resume"),
+    ("POST", f"{SUBSCRIPTION}/close-only"),
+}
+# Routes that need Alice's strategy, her subscription to one of Bob's, or another strategy of Bob's.
+NEEDS_COPY_IDS = {
+    ("PATCH", "/v1/strategies/{strategy_id}"),
+    ("POST", "/v1/subscriptions"),
+    ("PUT", f"{SUBSCRIPTION}/settings"),
+    ("POST", f"{SUBSCRIPTION}/stop"),
+    ("POST", f"{SUBSCRIPTION}/pause"),
+    ("POST", f"{SUBSCRIPTION}/resume"),
+    ("POST", f"{SUBSCRIPTION}/close-only"),
 }
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _TYPED_PARAM = re.compile(r"\{(\w+):\w+\}")
@@ -73,9 +117,15 @@ def write_routes(app: Litestar) -> list[tuple[str, str]]:
     )
 
 
-def valid_body(route: tuple[str, str], venue: SimHarness) -> dict[str, Any]:
-    """The route's valid body, pointed at the running venue."""
-    return {k: venue.base_url if v == BASE_URL else v for k, v in VALID_BODIES[route].items()}
+def valid_body(route: tuple[str, str], venue: SimHarness, path_ids: dict[str, str]) -> dict[str, Any]:
+    """The route's valid body, pointed at the running venue and at the objects the test made."""
+    values = {BASE_URL: venue.base_url, ACCOUNT_ID: path_ids["account_id"], FOLLOWABLE: path_ids.get(FOLLOWABLE)}
+    return {k: values[v] if isinstance(v, str) and v in values else v for k, v in VALID_BODIES[route].items()}
+
+
+async def state(app: Litestar) -> tuple[Any, ...]:
+    """Everything a write could change: :func:`snapshot` and the copy-trading rows."""
+    return await snapshot(app), await copy_rows(app)
 
 
 def test_every_write_route_has_a_case(app: Litestar) -> None:
@@ -83,6 +133,7 @@ def test_every_write_route_has_a_case(app: Litestar) -> None:
     covered = set(VALID_BODIES) | set(VALID_FORMS) | BODILESS
     assert routes == covered, "a write route was added or removed: give it a valid body here"
     assert set(ACCEPTED_WITH) == set(VALID_BODIES)
+    assert set(VALID_HEADERS) | OPTIONAL_BODY | NEEDS_COPY_IDS <= covered
 
 
 def test_write_routes_normalizes_every_typed_path_parameter(app: Litestar) -> None:
@@ -108,9 +159,54 @@ def account_id(linked: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def path_ids(linked: dict[str, Any]) -> dict[str, str]:
-    """Values for the path parameters of the write routes."""
-    return {"account_id": linked["account"]["id"], "connection_id": linked["connection"]["id"]}
+def path_ids(request: pytest.FixtureRequest, linked: dict[str, Any]) -> dict[str, str]:
+    """Values for the path parameters of the write routes (and the copy-trading objects, for the
+    routes that need them: made only for those, since they take a user and several requests)."""
+    ids = {"account_id": linked["account"]["id"], "connection_id": linked["connection"]["id"]}
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("route") in NEEDS_COPY_IDS:
+        ids |= request.getfixturevalue("copy_ids")
+    return ids
+
+
+@pytest.fixture
+async def copy_ids(app: Litestar, alice: httpx.AsyncClient, linked: dict[str, Any]) -> dict[str, str]:
+    """Alice's strategy, her subscription to one of Bob's, and another of Bob's she does not follow.
+
+    Bob, his account and his strategies are written to the store directly (no sign-up, no broker:
+    nothing here trades), which keeps these many tests quick.
+    """
+    database: Database = app.state.db
+    now = app.state.clock.now()
+    async with database.session() as session:
+        bob = await UserRepository(session).create(
+            email="bob@example.com", display_name="Bob", password_hash="-", now=now
+        )
+        await session.commit()
+    _, bob_account = await link_account(app, "bob@example.com", "Bob")
+    async with database.session() as session:
+        followed, followable = [
+            await create_strategy(
+                session, provider_user_id=bob.id, account_id=bob_account, name=name,
+                visibility=StrategyVisibility.PUBLIC, now=now,
+            )
+            for name in ("Followed", "Followable")
+        ]  # fmt: skip
+        await session.commit()
+
+    async def created(url: str, body: dict[str, Any]) -> str:
+        response = await alice.post(url, json=body)
+        assert response.status_code == 201, response.text
+        object_id: str = response.json()["id"]
+        return object_id
+
+    account_id = linked["account"]["id"]
+    own = await created("/v1/strategies", {"name": "Alice's", "account_id": account_id})
+    settings = {"sizing": "multiplier", "multiplier": "1"}
+    subscription = await created(
+        "/v1/subscriptions", {"strategy_id": followed.id, "account_id": account_id, "settings": settings}
+    )
+    return {"strategy_id": own, "subscription_id": subscription, FOLLOWABLE: followable.id}
 
 
 @pytest.fixture
@@ -127,19 +223,19 @@ async def resting_order_id(alice: httpx.AsyncClient, account_id: str) -> str:
     return order_id
 
 
-Sender = Callable[[httpx.AsyncClient, str, str], Awaitable[httpx.Response]]
+Sender = Callable[[httpx.AsyncClient, str, str, dict[str, str]], Awaitable[httpx.Response]]
 
 
 def _raw(content: bytes, content_type: str = "application/json") -> Sender:
-    async def send(c: httpx.AsyncClient, method: str, url: str) -> httpx.Response:
-        return await c.request(method, url, content=content, headers={"content-type": content_type})
+    async def send(c: httpx.AsyncClient, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        return await c.request(method, url, content=content, headers=headers | {"content-type": content_type})
 
     return send
 
 
 def _json(body: Any) -> Sender:
-    async def send(c: httpx.AsyncClient, method: str, url: str) -> httpx.Response:
-        return await c.request(method, url, json=body)
+    async def send(c: httpx.AsyncClient, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        return await c.request(method, url, json=body, headers=headers)
 
     return send
 
@@ -167,10 +263,15 @@ def cases(valid: dict[str, Any]) -> dict[str, tuple[Sender, int, str]]:
 
 
 CASE_NAMES = list(cases({"x": 1}))
+ROUTE_CASES = [
+    pytest.param(route, case, id=f"{route}-{case}")
+    for route in sorted(VALID_BODIES)
+    for case in CASE_NAMES
+    if not (case == "missing_body" and route in OPTIONAL_BODY)
+]
 
 
-@pytest.mark.parametrize("case", CASE_NAMES)
-@pytest.mark.parametrize("route", sorted(VALID_BODIES))
+@pytest.mark.parametrize(("route", "case"), ROUTE_CASES)
 async def test_bad_input_is_refused_with_a_problem_and_changes_nothing(  # noqa: PLR0917 - pytest fixtures
     app: Litestar,
     venue: SimHarness,
@@ -181,9 +282,9 @@ async def test_bad_input_is_refused_with_a_problem_and_changes_nothing(  # noqa:
 ) -> None:
     method, template = route
     url = template.format(**path_ids)
-    send, status, code = cases(valid_body(route, venue))[case]
-    before = await snapshot(app)
-    response = await send(alice, method, url)
+    send, status, code = cases(valid_body(route, venue, path_ids))[case]
+    before = await state(app)
+    response = await send(alice, method, url, VALID_HEADERS.get(route, {}))
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     problem = response.json()
@@ -192,7 +293,7 @@ async def test_bad_input_is_refused_with_a_problem_and_changes_nothing(  # noqa:
     assert problem["type"] == f"urn:brokerlink:problem:{code}"
     assert problem["detail"]
     assert problem["instance"] == url
-    assert await snapshot(app) == before
+    assert await state(app) == before
     if status == 422 and case != "missing_body":
         assert problem["errors"], "a 422 names the offending fields"
 
@@ -203,10 +304,11 @@ async def test_the_valid_body_is_accepted(
 ) -> None:
     """Guards the cases above: they fail for the reason they name, not because the valid body is wrong."""
     method, template = route
-    before = await snapshot(app)
-    response = await alice.request(method, template.format(**path_ids), json=valid_body(route, venue))
+    before = await state(app)
+    body, headers = valid_body(route, venue, path_ids), VALID_HEADERS.get(route, {})
+    response = await alice.request(method, template.format(**path_ids), json=body, headers=headers)
     assert response.status_code == ACCEPTED_WITH[route], response.text
-    assert await snapshot(app) != before, "an accepted write changed something"
+    assert await state(app) != before, "an accepted write changed something"
 
 
 async def test_unknown_field_error_names_the_field(alice: httpx.AsyncClient, account_id: str) -> None:
@@ -221,11 +323,11 @@ async def test_bodiless_write_routes_refuse_a_body_of_the_wrong_type(
 ) -> None:
     method, template = route
     url = template.format(**path_ids, order_id=resting_order_id)
-    before = await snapshot(app)
+    before = await state(app)
     r = await alice.request(method, url, content=b"x=1", headers={"content-type": "text/plain"})
     assert r.status_code == 415, r.text
     assert r.json()["code"] == "unsupported_media_type"
-    assert await snapshot(app) == before, "the refused request cancelled, unlinked or ended nothing"
+    assert await state(app) == before, "the refused request cancelled, unlinked, paused or ended nothing"
     assert (await alice.get("/v1/me")).status_code == 200, "the refused logout ended nothing"
     assert (await alice.get(f"/v1/orders/{resting_order_id}")).json()["status"] == "new"
     assert (await alice.get(f"/v1/connections/{path_ids['connection_id']}")).json()["status"] == "connected"

@@ -22,6 +22,7 @@ from brokerlink import __version__
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.auth.middleware import SessionAuthMiddleware
 from brokerlink.api.auth.routes import auth_router, me
+from brokerlink.api.copy.routes import strategies_router, subscriptions_router
 from brokerlink.api.deps import (
     provide_clock,
     provide_copy,
@@ -100,7 +101,16 @@ def create_app(
 
     v1 = Router(
         path="/v1",
-        route_handlers=[auth_router, me, accounts_router, account_trading_router, connections_router, orders_router],
+        route_handlers=[
+            auth_router,
+            me,
+            accounts_router,
+            account_trading_router,
+            connections_router,
+            orders_router,
+            strategies_router,
+            subscriptions_router,
+        ],
         before_request=require_json_body,
     )
     app = Litestar(

@@ -259,17 +259,18 @@ class CopyEngine:
                 return []
             await positions.set(strategy.id, fill.symbol, signal.provider_position_after, now=now)
             intents, events = await self._plan(session, strategy, signal, now=now)
+            signal_us = int((now - fill.ts).total_seconds() * 1_000_000)
+            intents = [msgspec.structs.replace(i, signal_us=signal_us) for i in intents]
             await CopyIntentRepository(session).add_many(intents)
             await CopyEventRepository(session).add_many(events)
             await session.commit()
-        signal_us = int((now - fill.ts).total_seconds() * 1_000_000)
         for intent in intents:
             self._received[intent.id] = received
         _log.info(
             "copy_signal", strategy_id=strategy.id, trade_id=fill.trade_id, intents=len(intents), skips=len(events),
             signal_us=signal_us,
         )  # fmt: skip
-        return [msgspec.structs.replace(i, signal_us=signal_us) for i in intents]
+        return intents
 
     async def _plan(
         self, session: AsyncSession, strategy: Strategy, signal: CopySignal, *, now: datetime

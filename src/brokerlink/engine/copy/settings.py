@@ -213,10 +213,14 @@ class CopySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Lifecycle.
     on_subscribe: OnSubscribe = OnSubscribe.SKIP
     copy_sl_tp: bool = True
-    """Mirror the provider's stop-loss and take-profit onto the copies, and their changes."""
+    """Mirror the provider's stop-loss and take-profit onto the copies. Not acted on yet: the normalized
+    order model carries no SL/TP, so there is nothing to mirror (and ``risk_percent`` sizing, which needs
+    the provider's stop-loss, skips with ``no_stop_loss``)."""
     on_provider_stall: StallAction = StallAction.WARN
+    """Only ``warn`` is accepted yet: a stalled provider feed is reconnected and reconciled by its adapter."""
     catch_up: bool = False
-    """After an outage, copy provider trades that were missed (off: they are skipped as ``no_catch_up``)."""
+    """Send copy orders that waited in the outbox past the engine's stale window (an outage of the follower's
+    broker or of brokerlink). Off: they end ``failed`` with a copy event instead of trading late."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -230,6 +234,8 @@ class CopySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise _invalid("max_slippage_bps", "a limit-order slippage guard needs a tolerance")
         if len(self.trading_hours) > MAX_TRADING_WINDOWS:
             raise _invalid("trading_hours", f"at most {MAX_TRADING_WINDOWS} windows")
+        if self.on_provider_stall is not StallAction.WARN:
+            raise _invalid("on_provider_stall", "only 'warn' is supported yet")
 
     def _validate_amounts(self) -> None:
         for name in ("fixed_qty", "multiplier", "allocated_amount", "fixed_notional"):

@@ -1,0 +1,1 @@
+"""Copy trading over REST: strategies, subscriptions and their settings, copy events, orders and links."""
