@@ -58,6 +58,7 @@ from brokerlink.engine.copy import joining, outcomes
 from brokerlink.engine.copy.ids import copy_client_order_id
 from brokerlink.engine.copy.joining import equity_of
 from brokerlink.engine.copy.planner import Follower, Plan, PlannedOrder, QuoteOf, Signal, plan_follower
+from brokerlink.engine.copy.reasons import Skip, SkipReason
 from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
@@ -120,6 +121,7 @@ class CopyEngine:
         self._settings: dict[tuple[str, int], CopySettings] = {}  # by (subscription id, version)
         self._indexes: dict[str, SymbolIndex] = {}  # by follower account id
         self._received: dict[str, float] = {}  # intent id -> perf_counter when its signal was read
+        self._links_awaited = asyncio.Event()
         self.joined: set[str] = set()  # subscriptions whose on_subscribe policy has been applied
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -144,7 +146,9 @@ class CopyEngine:
     async def _follow_bus(self) -> None:
         consumer = self.bus.consumer(ACCOUNT_TOPIC, "copy", self.node, start="latest")
         await self._await_links()
+        self._links_awaited.set()
         await self.scan_all()
+        await self.dispatch_pending()  # what a crash left in the outbox, before it grows stale
         while True:
             try:
                 messages = await consumer.read(max_count=200, block_ms=1000)
@@ -169,6 +173,7 @@ class CopyEngine:
                 await consumer.ack(*messages)
 
     async def _retry_loop(self) -> None:
+        await self._links_awaited.wait()  # a scan before the followers are back would skip them
         while True:
             await asyncio.sleep(self.retry_every_s)
             try:
@@ -254,6 +259,10 @@ class CopyEngine:
                 created_at=now,
             )
             await StrategyRepository(session).set_fill_cursor(strategy.id, fill_id, now=now)
+            if fill.ts < strategy.created_at:
+                # History from before the strategy (read back at a reconnect): its baseline already holds it.
+                await session.commit()
+                return []
             if not await CopySignalRepository(session).add_if_new(signal):
                 await session.commit()  # seen before (stream and report): copied once already
                 return []
@@ -300,6 +309,8 @@ class CopyEngine:
         for subscription in subscriptions:
             follower = await self.follower_view(balances, subscription, open_links.get(subscription.id))
             plan = plan_follower(planned, follower, quote=self.quote_for(subscription.account_id), now=now)
+            if now - signal.venue_ts > self.stale_after and not follower.settings.catch_up:
+                plan = _without_late_opens(plan)
             made, link = self.build_intents(
                 subscription,
                 plan,
@@ -519,6 +530,16 @@ class CopyEngine:
 
     async def _end(self, intent: CopyIntent, status: IntentStatus, reason: str) -> None:
         await outcomes.end(self.database, self.clock, intent, status, reason)
+
+
+def _without_late_opens(plan: Plan) -> Plan:
+    """A provider trade older than the stale window (missed during an outage): closes still go out
+    (a follower can always get out), opens do not, unless the follower opted in to catch-up trades."""
+    closes = tuple(o for o in plan.orders if o.action in (IntentAction.REDUCE, IntentAction.CLOSE))
+    if len(closes) == len(plan.orders):
+        return plan
+    late = Skip(reason=SkipReason.NO_CATCH_UP, detail="a provider trade missed during an outage; catch_up is off")
+    return msgspec.structs.replace(plan, orders=closes, skip=late)
 
 
 def _counts_holdings(settings: CopySettings) -> bool:

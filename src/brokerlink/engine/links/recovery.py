@@ -39,6 +39,7 @@ from brokerlink.engine.links.live import LiveAccount
 from brokerlink.kit.clock import Clock
 from brokerlink.logs import get_logger
 from brokerlink.store.db import Database
+from brokerlink.store.repositories.fills import FillRepository
 from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import PositionRepository
 
@@ -47,6 +48,9 @@ _log = get_logger("brokerlink.engine.recovery")
 Apply = Callable[[LiveAccount, DomainEvent], Awaitable[Outcome]]
 
 _E = TypeVar("_E", OrderAccepted, OrderCanceled, OrderExpired, OrderRejected)
+
+MAX_CATCH_UP_PAGES = 200
+"""Fill history pages read at a reconnect (500 fills each at the sim venue)."""
 
 NEVER_SENT = "never reached the broker: brokerlink stopped before sending it"
 
@@ -82,8 +86,7 @@ async def recover(
                 _log.warning("open_order_unknown_at_venue", account_id=account_id, order_id=order.id)
             continue
         behind[order.client_order_id] = (order, venue)
-    if any(venue.filled_qty > order.filled_qty for order, venue in behind.values()):
-        await _catch_up_fills(live, behind, clock=clock, apply=apply)
+    await _catch_up_fills(database, live, clock=clock, apply=apply)
     for order, venue in behind.values():
         for event in _final_events(order, venue, clock):
             await apply(live, event)
@@ -106,28 +109,36 @@ async def sync_holdings(database: Database, live: LiveAccount, *, clock: Clock, 
         await apply(live, PositionUpdated(account_id=account_id, ts=now, position=position))
 
 
-async def _catch_up_fills(
-    live: LiveAccount, behind: dict[str, tuple[Order, Order]], *, clock: Clock, apply: Apply
-) -> None:
+async def _catch_up_fills(database: Database, live: LiveAccount, *, clock: Clock, apply: Apply) -> None:
+    """Apply every venue fill the store does not have: of brokerlink's orders (their fills while it was
+    away) and of orders placed elsewhere (a provider trading on the broker's own platform: the copy
+    engine must see those too, or its record of the provider's position goes stale).
+
+    The venue's fill history is read from its start, at most :data:`MAX_CATCH_UP_PAGES` pages; only
+    trade ids the store lacks are applied. Venues with long histories need a stored cursor instead.
+    """
+    async with database.session() as session:
+        known = await FillRepository(session).trade_ids(live.id)
     cursor: str | None = None
-    while True:
+    for _ in range(MAX_CATCH_UP_PAGES):
         page = await live.adapter.fills_since(cursor)
         for fill in page.fills:
-            pair = behind.get(fill.client_order_id or "")
-            if pair is not None:
-                await apply(live, _fill_event(fill, venue=pair[1], clock=clock))
+            if fill.trade_id not in known:
+                await apply(live, _fill_event(fill, clock=clock))
         if page.next_cursor is None or not page.fills:
             return
         cursor = page.next_cursor
+    _log.warning("fill_catch_up_truncated", account_id=live.id, pages=MAX_CATCH_UP_PAGES)
 
 
-def _fill_event(fill: Fill, *, venue: Order, clock: Clock) -> OrderFilled:
+def _fill_event(fill: Fill, *, clock: Clock) -> OrderFilled:
     return OrderFilled(
         account_id=fill.account_id,
         ts=clock.now(),
         venue_ts=fill.ts,
-        client_order_id=venue.client_order_id,
-        venue_order_id=venue.venue_order_id,
+        # A fill of an order placed elsewhere may carry no client order id: one derived from the trade.
+        client_order_id=fill.client_order_id or f"external:{fill.trade_id}",
+        venue_order_id=fill.order_id,
         trade_id=fill.trade_id,
         symbol=fill.symbol,
         side=fill.side,

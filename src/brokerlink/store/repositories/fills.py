@@ -49,6 +49,11 @@ class FillRepository:
         rows = (await self.session.execute(stmt.order_by(FillRow.id).limit(limit))).scalars()
         return [(row.id, fill_from_row(row)) for row in rows]
 
+    async def trade_ids(self, account_id: str) -> set[str]:
+        """Every trade id stored for the account (what a catch-up from the venue's history skips)."""
+        stmt = select(FillRow.trade_id).where(FillRow.account_id == account_id)
+        return set((await self.session.execute(stmt)).scalars())
+
     async def latest_id(self, account_id: str) -> str | None:
         """The id of the account's most recently stored fill."""
         stmt = select(FillRow.id).where(FillRow.account_id == account_id).order_by(FillRow.id.desc()).limit(1)
