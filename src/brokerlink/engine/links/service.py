@@ -138,6 +138,8 @@ class BrokerLinks:
             )
         for row in rows:
             if row.credentials_ref is not None:
+                # What the store says is from before this process: until the adapter is up, it is not.
+                await self._set_status(row.id, ConnectionState.CONNECTING)
                 self._supervise(row.id)
         _log.info("links_starting", connections=len(self._tasks))
 
