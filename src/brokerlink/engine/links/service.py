@@ -315,43 +315,54 @@ class BrokerLinks:
         self._tasks[connection_id] = task
 
     async def _run(self, connection_id: str, live: LiveAccount | None) -> None:
+        """Keep one connection's adapter up: open, recover, pump; on any failure, back off and start over.
+
+        A failure while applying an event (the database busy, a bug) must not leave the account
+        silently unfollowed: the adapter is closed and reopened, and recovery reads back from the
+        venue whatever the failed event carried.
+        """
         attempt = 0
         while not self._stopping:
-            if live is None:
-                try:
-                    live = await self._open(connection_id)
-                except OrderRefused as exc:
-                    if exc.reason is not RefusalReason.AUTH:
-                        raise
-                    _log.warning("broker_credentials_refused", connection_id=connection_id)
-                    await self._set_status(connection_id, ConnectionState.REVOKED)
-                    return
-                except (BrokerError, OSError) as exc:
-                    delay = self._backoff.delay(attempt, self._rng)
-                    _log.warning("broker_connect_failed", connection_id=connection_id, error=str(exc), retry_in_s=delay)
-                    await self._set_status(connection_id, ConnectionState.DISCONNECTED)
-                    await asyncio.sleep(delay)
-                    attempt = min(attempt + 1, 16)
-                    continue
-                if live is None:  # the connection or its account is gone
-                    return
-                try:
-                    await recover(
-                        self.database, live, clock=self.clock, apply=self.apply, owned_elsewhere=self.owned_elsewhere
-                    )
-                except BaseException:
-                    await live.adapter.close()
-                    raise
-            attempt = 0
-            self._live[live.id] = live
             try:
-                await self._set_status(connection_id, ConnectionState.CONNECTED)
-                await self._pump(connection_id, live)
-            finally:
-                self._live.pop(live.id, None)
-                await live.stop_refresh()
-                await live.adapter.close()
-            live = None
+                if live is None:
+                    live = await self._open(connection_id)
+                    if live is None:  # the connection or its account is gone
+                        return
+                    await self._recover(live)
+                attempt = 0
+                self._live[live.id] = live
+                try:
+                    await self._set_status(connection_id, ConnectionState.CONNECTED)
+                    await self._pump(connection_id, live)
+                finally:
+                    self._live.pop(live.id, None)
+                    await live.stop_refresh()
+                    await live.adapter.close()
+                live = None
+            except OrderRefused as exc:
+                if exc.reason is not RefusalReason.AUTH:
+                    raise
+                _log.warning("broker_credentials_refused", connection_id=connection_id)
+                await self._set_status(connection_id, ConnectionState.REVOKED)
+                return
+            except Exception as exc:  # noqa: BLE001 - every failure ends in a reconnect, logged with its cause
+                if live is not None:
+                    await live.adapter.close()
+                    live = None
+                delay = self._backoff.delay(attempt, self._rng)
+                log = _log.warning if isinstance(exc, BrokerError | OSError) else _log.exception
+                log("broker_link_failed", connection_id=connection_id, error=str(exc), retry_in_s=delay)
+                with contextlib.suppress(Exception):
+                    await self._set_status(connection_id, ConnectionState.DISCONNECTED)
+                await asyncio.sleep(delay)
+                attempt = min(attempt + 1, 16)
+
+    async def _recover(self, live: LiveAccount) -> None:
+        try:
+            await recover(self.database, live, clock=self.clock, apply=self.apply, owned_elsewhere=self.owned_elsewhere)
+        except BaseException:
+            await live.adapter.close()
+            raise
 
     async def _open(self, connection_id: str) -> LiveAccount | None:
         async with self.database.session() as session:
