@@ -149,3 +149,33 @@ def test_demo_keeps_the_same_credentials_across_restarts(tmp_path: Path) -> None
     assert "linked      10 sim accounts" in printed[0]
     assert "linked " not in printed[1]
     assert oct(first.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the venues follow a killed demo through Linux's PR_SET_PDEATHSIG")
+def test_the_venues_stop_when_the_demo_is_killed(tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup of ours: the venue processes must still not outlive the demo."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERLINK_")}
+    port = free_port()
+    with (tmp_path / "out.log").open("w") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            [str(BIN), "demo", "--port", str(port), "--data-dir", str(tmp_path / "var")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+        )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        venues = json.loads((tmp_path / "var" / "demo-venues.json").read_text())
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    for venue in venues:
+        for _ in range(100):  # bounded: 10 s
+            try:
+                httpx.get(f"http://127.0.0.1:{venue['port']}/api/v1/instruments", timeout=1)
+            except httpx.TransportError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the {venue['name']} venue outlived the killed demo")

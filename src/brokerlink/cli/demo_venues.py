@@ -13,8 +13,10 @@ The FX venue authenticates with an API key alone; the crypto venue signs every r
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -68,6 +70,7 @@ _VENUES: tuple[tuple[Literal["fx", "crypto"], str, int, str, Decimal, bool], ...
     ("crypto", "Sim Crypto", 8102, "USDT", Decimal(250_000), True),
 )
 _FILE = "demo-venues.json"
+_PR_SET_PDEATHSIG = 1
 
 
 def _venue_account_id(venue: str, email: str) -> str:
@@ -141,7 +144,13 @@ def running(settings: Settings, venues: list[DemoVenue], *, attempts: int = 120)
                 fh.write(msgspec.json.encode(venue.config))
             command = [sys.executable, "-m", "brokerlink.cli.main", "sim", "serve", "--config", str(config_path),
                        "--port", str(venue.port), "--log-level", "warning"]  # fmt: skip
-            procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))  # noqa: S603 - our own command
+            procs.append(
+                subprocess.Popen(  # noqa: S603 - our own command
+                    command,
+                    stdout=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - no threads yet
+                )
+            )
         for venue, proc in zip(venues, procs, strict=True):
             _wait_listening(venue, proc, attempts)
         yield
@@ -153,6 +162,13 @@ def running(settings: Settings, venues: list[DemoVenue], *, attempts: int = 120)
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _die_with_parent() -> None:
+    """In the venue's process before it runs (Linux): SIGTERM it when the demo dies, even by SIGKILL,
+    when no ``finally`` of ours runs. Without it the venues outlive a killed demo and keep its ports."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_listening(venue: DemoVenue, proc: subprocess.Popen[bytes], attempts: int) -> None:
