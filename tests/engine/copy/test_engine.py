@@ -241,6 +241,8 @@ async def test_positions_open_before_the_subscription_follow_the_on_subscribe_po
 
             strategy = (await StrategyRepository(session).list_active())[0]
         await eventually(lambda: world.engine._scan_strategy(strategy.id), "the provider fill to be consumed")
+        # The provider's entry price comes from its stored position, refreshed just after the fill.
+        await eventually(lambda: _position(database, world.provider.id), "the provider's position to be stored")
         followers = []
         for n, policy in ((1, OnSubscribe.MARKET), (2, OnSubscribe.SKIP)):
             follower = await _link(world.links, database, venue, f"late{n}@example.com", n)
