@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from brokerlink.bus.memory import MemoryEventBus
-from brokerlink.domain.copy import CopyEventKind, IntentStatus, StrategyVisibility, SubscriptionStatus
+from brokerlink.domain.copy import CopyEventKind, IntentStatus, Strategy, StrategyVisibility, SubscriptionStatus
 from brokerlink.domain.enums import Side
 from brokerlink.domain.models import Account
 from brokerlink.engine.copy.manage import create_strategy, set_status, subscribe
@@ -27,7 +27,9 @@ from brokerlink.kit.clock import SystemClock
 from brokerlink.store.db import Database
 from brokerlink.store.repositories.copy_events import CopyEventRepository
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
+from brokerlink.store.repositories.fills import FillRepository
 from brokerlink.store.repositories.positions import PositionRepository
+from brokerlink.store.repositories.strategies import StrategyRepository
 from brokerlink.store.repositories.users import UserRepository
 from tests.contract.harness import SimHarness, sim_venue
 from tests.links_fixtures import LinksFactory, new_link
@@ -109,6 +111,11 @@ async def _world(
         subscriptions.append(sub.id)
     await engine.start()
     return World(links=links, engine=engine, provider=provider, followers=followers, subscriptions=subscriptions)
+
+
+async def _only_strategy(database: Database) -> Strategy:
+    async with database.session() as session:
+        return (await StrategyRepository(session).list_active())[0]
 
 
 async def _trade(world: World, side: Side, qty: str) -> None:
@@ -236,12 +243,10 @@ async def test_positions_open_before_the_subscription_follow_the_on_subscribe_po
     world = await _world(make_links, database, bus, venue)  # no followers yet
     try:
         await _trade(world, Side.BUY, "0.30")
-        async with database.session() as session:
-            from brokerlink.store.repositories.strategies import StrategyRepository
-
-            strategy = (await StrategyRepository(session).list_active())[0]
-        await eventually(lambda: world.engine._scan_strategy(strategy.id), "the provider fill to be consumed")
+        strategy = await _only_strategy(database)
         # The provider's entry price comes from its stored position, refreshed just after the fill.
+        # Whether the engine consumed the fill before the subscriptions or only when joining, the
+        # outcome is the same: the on_subscribe policy decides.
         await eventually(lambda: _position(database, world.provider.id), "the provider's position to be stored")
         followers = []
         for n, policy in ((1, OnSubscribe.MARKET), (2, OnSubscribe.SKIP)):
@@ -273,3 +278,32 @@ async def test_positions_open_before_the_subscription_follow_the_on_subscribe_po
         await eventually(closed, "the copied position to close with the provider's")
     finally:
         await world.engine.stop()
+
+
+async def test_a_fill_from_before_a_subscription_consumed_after_it_is_left_to_on_subscribe(
+    make_links: LinksFactory, database: Database, bus: MemoryEventBus, venue: SimHarness
+) -> None:
+    """The engine is down while the provider trades; a follower subscribes (skip policy) before it
+    consumes the fill: the fill is part of the position at subscription time, not a new signal."""
+    world = await _world(make_links, database, bus, venue)
+    await world.engine.stop()  # nothing consumes the provider's fills now
+    await _trade(world, Side.BUY, "0.30")
+    strategy = await _only_strategy(database)
+
+    async def stored() -> bool:
+        async with database.session() as session:
+            return bool(await FillRepository(session).list_since(world.provider.id, None))
+
+    await eventually(stored, "the provider's fill to be stored")
+    follower = await _link(world.links, database, venue, "late@example.com", 1)
+    async with database.session() as session:
+        sub = await subscribe(
+            session, follower_user_id=follower.user_id, strategy_id=strategy.id, account_id=follower.id,
+            settings=CopySettings(sizing=SizingMode.MULTIPLIER, on_subscribe=OnSubscribe.SKIP), now=SystemClock().now(),
+        )  # fmt: skip
+        await session.commit()
+    assert await world.engine.scan_account(world.provider.id) == []  # consumed now, and nothing planned for it
+    assert await world.engine.copy_open_positions(sub.id) == []
+    async with database.session() as session:
+        assert await CopyEventRepository(session).count_by_reason(sub.id) == {"on_subscribe_skip": 1}
+        assert (await CopyIntentRepository(session).list_for_subscription(sub.id, limit=10)).items == []

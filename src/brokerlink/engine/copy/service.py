@@ -307,7 +307,12 @@ class CopyEngine:
         events: list[CopyEvent] = []
         new_links: list[CopyLink] = []
         for subscription in subscriptions:
-            follower = await self.follower_view(balances, subscription, open_links.get(subscription.id))
+            link = open_links.get(subscription.id)
+            if signal.venue_ts < subscription.created_at and link is None:
+                # A provider trade from before the subscription (consumed late): it is part of the
+                # provider's position at subscription time, which the on_subscribe policy decides on.
+                continue
+            follower = await self.follower_view(balances, subscription, link)
             plan = plan_follower(planned, follower, quote=self.quote_for(subscription.account_id), now=now)
             if now - signal.venue_ts > self.stale_after and not follower.settings.catch_up:
                 plan = _without_late_opens(plan)
@@ -442,8 +447,20 @@ class CopyEngine:
     # --- the provider's positions at subscription time -----------------------------------------
 
     async def copy_open_positions(self, subscription_id: str) -> list[CopyIntent]:
-        """Apply the subscription's ``on_subscribe`` policy (see :mod:`~brokerlink.engine.copy.joining`)."""
-        return await joining.copy_open_positions(self, subscription_id)
+        """Apply the subscription's ``on_subscribe`` policy (see :mod:`~brokerlink.engine.copy.joining`).
+
+        Under the strategy's lock, the strategy's stored fills are consumed first: the provider's
+        position the policy applies to then holds every fill recorded so far, and no fill is
+        consumed between reading that position and linking the copies (which would copy it twice).
+        """
+        async with self.database.session() as session:
+            subscription = await SubscriptionRepository(session).get_by_id(subscription_id)
+        if subscription is None:
+            return []
+        lock = self._strategy_locks.setdefault(subscription.strategy_id, asyncio.Lock())
+        async with lock:
+            self.dispatch(await self._scan_strategy(subscription.strategy_id))
+            return await joining.copy_open_positions(self, subscription_id)
 
     # --- dispatch --------------------------------------------------------------------------------
 
