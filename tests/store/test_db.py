@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from brokerlink.config import Settings
+from brokerlink.store import db
 from brokerlink.store.db import Database, create_engine
 from tests.store.factories import NOW, make_user
 
@@ -131,3 +134,62 @@ async def test_database_from_settings_defaults_to_sqlite_under_data_dir(tmp_path
 
 def test_factories_use_aware_time() -> None:
     assert NOW.tzinfo is not None
+
+
+async def test_sqlite_writers_of_one_process_take_turns_in_arrival_order(tmp_path: Path) -> None:
+    """Writers queue in the process's FIFO write lock instead of SQLite's sleeping busy handler:
+    whoever asked first writes first, and a rollback or a failed statement hands the lock on."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fifo.db'}")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE turns (n INTEGER PRIMARY KEY, who INTEGER)"))
+        order: list[int] = []
+        holder = sessions()
+        await holder.execute(text("INSERT INTO turns (who) VALUES (-1)"))  # holds the write lock
+
+        async def write(i: int) -> None:
+            async with sessions() as session:
+                await session.execute(text("INSERT INTO turns (who) VALUES (:i)"), {"i": i})
+                order.append(i)
+                if i % 3 == 0:
+                    await session.rollback()  # gives the lock back without writing
+                else:
+                    await session.commit()
+
+        tasks = []
+        for i in range(12):
+            tasks.append(asyncio.create_task(write(i)))
+            await asyncio.sleep(0.05)  # each is queued (its connection opened) before the next one arrives
+        await holder.rollback()
+        await holder.close()
+        await asyncio.gather(*tasks)
+        assert order == list(range(12))
+        async with sessions() as session:
+            written = (await session.execute(text("SELECT who FROM turns ORDER BY n"))).scalars().all()
+        assert written == [i for i in range(12) if i % 3]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_writer_that_never_gets_the_lock_fails_as_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "_WRITE_LOCK_TIMEOUT_S", 0.2)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        async with sessions() as holder:
+            await holder.execute(text("INSERT INTO t VALUES (1)"))
+            async with sessions() as late:
+                with pytest.raises(OperationalError, match="database is locked"):
+                    await late.execute(text("INSERT INTO t VALUES (2)"))
+            await holder.commit()
+        async with sessions() as session:  # the lock was handed back: writing works again
+            await session.execute(text("INSERT INTO t VALUES (3)"))
+            await session.commit()
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
+    finally:
+        await engine.dispose()

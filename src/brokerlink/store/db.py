@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_
 
 from brokerlink.config import Settings
 
@@ -46,6 +47,56 @@ def _sqlite_file(url: URL) -> Path | None:
 # because a CTE may front an INSERT/UPDATE/DELETE; a read-only CTE merely begins a little early.
 _NEEDS_TRANSACTION = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|SAVEPOINT|WITH)\b", re.IGNORECASE)
 _BEGUN = "brokerlink.sqlite_begun"
+_WRITE_LOCK_TIMEOUT_S = 5.0  # as long as SQLite's own busy timeout
+
+
+class _WriteLock:
+    """The process's turn at SQLite's single write lock: writers queue here, first come first served.
+
+    SQLite lets one connection write at a time. Left to SQLite, a writer that finds the lock taken
+    sleeps in its busy handler (1, 2, 5, ... up to 100 ms a time) and retries, so under load a
+    write waits tens of milliseconds after the lock is free, and the order is a lottery. Within one
+    process the writers can queue instead: an :class:`asyncio.Lock` (FIFO) taken just before
+    ``BEGIN IMMEDIATE`` and released right after ``COMMIT`` or ``ROLLBACK`` hands the lock on at
+    once. Other processes (the CLI) still meet SQLite's busy timeout, as before. The hooks run in
+    SQLAlchemy's greenlet on the event loop's thread, so they wait with ``await_``.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._holders: set[int] = set()  # id() of the DBAPI connections holding it
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            self._locks = {k: v for k, v in self._locks.items() if not k.is_closed()}
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    @staticmethod
+    def _key(connection: object) -> int:
+        # The hooks see the pool's proxy of a connection (commit, rollback) or the DBAPI one (begin).
+        return id(getattr(connection, "dbapi_connection", None) or connection)
+
+    def acquire(self, dbapi_connection: object) -> None:
+        lock = self._lock()
+
+        async def take() -> None:
+            async with asyncio.timeout(_WRITE_LOCK_TIMEOUT_S):
+                await lock.acquire()
+
+        try:
+            await_(take())
+        except TimeoutError:
+            raise OperationalError("BEGIN IMMEDIATE", None, Exception("database is locked")) from None
+        self._holders.add(self._key(dbapi_connection))
+
+    def release(self, dbapi_connection: object) -> None:
+        key = self._key(dbapi_connection)
+        if key in self._holders:
+            self._holders.discard(key)
+            self._lock().release()
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
@@ -62,6 +113,32 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     as under PostgreSQL's READ COMMITTED; writers queue on the busy timeout; savepoints nest.
     """
     fk_pragma = f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}"
+    write_lock = _WriteLock()
+    dialect = engine.sync_engine.dialect
+    do_commit, do_rollback, do_close = dialect.do_commit, dialect.do_rollback, dialect.do_close
+
+    def _commit(dbapi_connection: Any) -> None:
+        try:
+            do_commit(dbapi_connection)
+        finally:
+            write_lock.release(dbapi_connection)
+
+    def _rollback(dbapi_connection: Any) -> None:
+        try:
+            do_rollback(dbapi_connection)
+        finally:
+            write_lock.release(dbapi_connection)
+
+    def _close(dbapi_connection: Any) -> None:
+        try:
+            do_close(dbapi_connection)
+        finally:
+            write_lock.release(dbapi_connection)
+
+    # Instance attributes: this engine's dialect only (each engine has its own dialect object).
+    dialect.do_commit = _commit  # type: ignore[method-assign]
+    dialect.do_rollback = _rollback  # type: ignore[method-assign]
+    dialect.do_close = _close  # type: ignore[method-assign]
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -84,10 +161,17 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     ) -> None:
         if conn.in_transaction() and not conn.info.get(_BEGUN, True) and _NEEDS_TRANSACTION.match(statement):
             conn.info[_BEGUN] = True
-            # IMMEDIATE: take the write lock now (queueing on the busy timeout). A plain BEGIN would
-            # let a SAVEPOINT's reads take a snapshot that another writer's commit makes stale, and
-            # the first write after it would then fail at once with "database is locked".
-            cursor.execute("BEGIN IMMEDIATE")
+            # IMMEDIATE: take the write lock now (this process's writers queue in ``write_lock``,
+            # other processes' on the busy timeout). A plain BEGIN would let a SAVEPOINT's reads
+            # take a snapshot that another writer's commit makes stale, and the first write after
+            # it would then fail at once with "database is locked".
+            dbapi_connection = conn.connection.dbapi_connection
+            write_lock.acquire(dbapi_connection)
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                write_lock.release(dbapi_connection)
+                raise
 
 
 def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True) -> AsyncEngine:
