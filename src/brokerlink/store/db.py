@@ -64,7 +64,7 @@ class _WriteLock:
 
     def __init__(self) -> None:
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-        self._holders: set[int] = set()  # id() of the DBAPI connections holding it
+        self._holders: dict[int, asyncio.Lock] = {}  # id() of a DBAPI connection holding a lock -> that lock
 
     def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -90,13 +90,12 @@ class _WriteLock:
             await_(take())
         except TimeoutError:
             raise OperationalError("BEGIN IMMEDIATE", None, Exception("database is locked")) from None
-        self._holders.add(self._key(dbapi_connection))
+        self._holders[self._key(dbapi_connection)] = lock
 
     def release(self, dbapi_connection: object) -> None:
-        key = self._key(dbapi_connection)
-        if key in self._holders:
-            self._holders.discard(key)
-            self._lock().release()
+        lock = self._holders.pop(self._key(dbapi_connection), None)
+        if lock is not None:
+            lock.release()
 
 
 def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
@@ -135,10 +134,29 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
         finally:
             write_lock.release(dbapi_connection)
 
+    def _terminate(dbapi_connection: Any) -> None:  # a connection dropped mid-transaction (a cancelled task)
+        try:
+            do_terminate(dbapi_connection)
+        finally:
+            write_lock.release(dbapi_connection)
+
     # Instance attributes: this engine's dialect only (each engine has its own dialect object).
+    do_terminate = dialect.do_terminate
     dialect.do_commit = _commit  # type: ignore[method-assign]
     dialect.do_rollback = _rollback  # type: ignore[method-assign]
     dialect.do_close = _close  # type: ignore[method-assign]
+    dialect.do_terminate = _terminate  # type: ignore[method-assign]
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # A connection back in the pool holds no transaction, whatever path it took to get there.
+        if dbapi_connection is not None:
+            write_lock.release(dbapi_connection)
+
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: ConnectionPoolEntry, _exception: BaseException | None) -> None:
+        if dbapi_connection is not None:
+            write_lock.release(dbapi_connection)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

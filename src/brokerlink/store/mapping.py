@@ -58,18 +58,23 @@ def order_mutable_values(order: Order) -> dict[str, Any]:
     }
 
 
+def order_values(order: Order) -> dict[str, Any]:
+    """Column values for a new row of a domain order."""
+    return {
+        "id": order.id,
+        "account_id": order.account_id,
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "type": order.type.value,
+        "created_at": order.created_at,
+        **order_mutable_values(order),
+    }
+
+
 def order_to_row(order: Order) -> OrderRow:
     """A new row for a domain order."""
-    return OrderRow(
-        id=order.id,
-        account_id=order.account_id,
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        side=order.side.value,
-        type=order.type.value,
-        created_at=order.created_at,
-        **order_mutable_values(order),
-    )
+    return OrderRow(**order_values(order))
 
 
 def fill_values(fill: Fill, row_id: str) -> dict[str, Any]:

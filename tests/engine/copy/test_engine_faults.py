@@ -22,19 +22,20 @@ from typing import Any
 
 import msgspec
 import pytest
+from sqlalchemy import delete
 
 from brokerlink.bus.memory import MemoryEventBus
 from brokerlink.domain.copy import CopyIntent, IntentAction, IntentStatus, Strategy, StrategyVisibility
-from brokerlink.domain.enums import OrderStatus, OrderType, Side, TimeInForce
-from brokerlink.domain.models import Account, Fill, Order
+from brokerlink.domain.enums import OrderStatus, Side
+from brokerlink.domain.models import Account, Fill
 from brokerlink.engine.copy.manage import create_strategy, subscribe, update_settings
 from brokerlink.engine.copy.service import CopyEngine
 from brokerlink.engine.copy.settings import CopySettings, Direction, SizingMode
-from brokerlink.engine.links.orders import OrderTicket, place_order
+from brokerlink.engine.links.orders import OrderTicket, place_order, send_stored
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import SystemClock
-from brokerlink.kit.ids import new_id
 from brokerlink.store.db import Database
+from brokerlink.store.models import OrderRow
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.copy_signals import CopySignalRepository
 from brokerlink.store.repositories.fills import FillRepository
@@ -307,20 +308,19 @@ def _ticket(intent: CopyIntent) -> OrderTicket:
     return OrderTicket(symbol=intent.symbol, side=intent.side, qty=intent.qty, client_order_id=intent.client_order_id)
 
 
-async def _store_unsent(database: Database, intent: CopyIntent) -> None:
-    """The order row the engine writes just before sending it: a crash right after leaves it ``pending_new``."""
-    now = SystemClock().now()
-    order = Order(
-        id=new_id("ord"), client_order_id=intent.client_order_id, account_id=intent.follower_account_id,
-        symbol=intent.symbol, side=intent.side, qty=intent.qty, type=OrderType.MARKET, tif=TimeInForce.GTC,
-        created_at=now, updated_at=now,
-    )  # fmt: skip
+async def _forget_order(database: Database, intent: CopyIntent) -> None:
+    """Remove the order row consume stored with the intent: what the outbox holds for a follower that
+    was not connected when the signal was planned (its order is stored and sent by the replay)."""
     async with database.session() as session:
-        await OrderRepository(session).add(order)
+        orders = OrderRepository(session)
+        order = await orders.get_by_client_order_id(intent.follower_account_id, intent.client_order_id)
+        assert order is not None
+        assert order.status is OrderStatus.PENDING_NEW, order
+        await session.execute(delete(OrderRow).where(OrderRow.id == order.id))
         await session.commit()
 
 
-CRASH_POINTS = ["consumed", "order_stored_not_sent", "sent_not_recorded"]
+CRASH_POINTS = ["consumed", "intent_without_order", "sent_not_recorded"]
 
 
 @pytest.mark.parametrize("crash", CRASH_POINTS)
@@ -333,12 +333,18 @@ async def test_a_restart_sends_the_outbox_exactly_once(
     fill_id, fill = await _provider_fill(database, copying)
     intents = await first.consume(copying.strategy, fill_id, fill)  # consumed and in the outbox, not sent
     assert [i.action for i in intents] == [IntentAction.OPEN, IntentAction.OPEN]
-    if crash == "order_stored_not_sent":
+    # Consume stored each copy's order (pending_new) with its intent; the crash came before sending.
+    if crash == "intent_without_order":
         for intent in intents:
-            await _store_unsent(database, intent)
+            await _forget_order(database, intent)
     elif crash == "sent_not_recorded":
         for intent in intents:  # the order reached the venue; the engine died before marking the intent sent
-            await place_order(copying.links, intent.follower_account_id, _ticket(intent), keep_unsent=True)
+            async with database.session() as session:
+                stored = await OrderRepository(session).get_by_client_order_id(
+                    intent.follower_account_id, intent.client_order_id
+                )
+            assert stored is not None
+            await send_stored(copying.links, stored)
     await first.stop()
     await copying.links.stop()
 

@@ -53,16 +53,15 @@ from brokerlink.domain.copy import (
 )
 from brokerlink.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
-from brokerlink.domain.models import Fill, Order, Quote
+from brokerlink.domain.models import Fill, Order, Position, Quote
 from brokerlink.engine.copy import joining, outcomes
 from brokerlink.engine.copy.ids import copy_client_order_id
-from brokerlink.engine.copy.joining import equity_of
 from brokerlink.engine.copy.planner import Follower, Plan, PlannedOrder, QuoteOf, Signal, plan_follower
 from brokerlink.engine.copy.reasons import Skip, SkipReason
 from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
-from brokerlink.engine.links.orders import OrderTicket, place_order, send_stored
+from brokerlink.engine.links.orders import OrderTicket, place_order, prepare_order, send_stored
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import BrokerlinkError, InvalidInput, Unavailable
@@ -74,6 +73,7 @@ from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.copy_links import CopyLinkRepository
 from brokerlink.store.repositories.copy_signals import CopySignalRepository
 from brokerlink.store.repositories.fills import FillRepository
+from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
@@ -121,6 +121,7 @@ class CopyEngine:
         self._settings: dict[tuple[str, int], CopySettings] = {}  # by (subscription id, version)
         self._indexes: dict[str, SymbolIndex] = {}  # by follower account id
         self._received: dict[str, float] = {}  # intent id -> perf_counter when its signal was read
+        self._prepared: dict[str, Order] = {}  # intent id -> its order, stored with it, not sent yet
         self._links_awaited = asyncio.Event()
         self.joined: set[str] = set()  # subscriptions whose on_subscribe policy has been applied
 
@@ -142,6 +143,7 @@ class CopyEngine:
                 await task
         self._tasks.clear()
         self._dispatching.clear()
+        self._prepared.clear()  # stored pending_new: the next start's replay sends them
 
     async def _follow_bus(self) -> None:
         consumer = self.bus.consumer(ACCOUNT_TOPIC, "copy", self.node, start="latest")
@@ -270,9 +272,18 @@ class CopyEngine:
             intents, events = await self._plan(session, strategy, signal, now=now)
             signal_us = int((now - fill.ts).total_seconds() * 1_000_000)
             intents = [msgspec.structs.replace(i, signal_us=signal_us) for i in intents]
+            orders = self._prepare_orders(intents, now=now)
             await CopyIntentRepository(session).add_many(intents)
+            await OrderRepository(session).add_many(list(orders.values()))
             await CopyEventRepository(session).add_many(events)
-            await session.commit()
+            # Known before the commit: a replay that sees the intents first sends them the fast way too.
+            self._prepared.update(orders)
+            try:
+                await session.commit()
+            except BaseException:
+                for intent_id in orders:
+                    self._prepared.pop(intent_id, None)
+                raise
         for intent in intents:
             self._received[intent.id] = received
         _log.info(
@@ -292,7 +303,8 @@ class CopyEngine:
             link.subscription_id: link for link in await link_repo.list_open_for_strategy(strategy.id, signal.symbol)
         }
         balances = BalanceRepository(session)
-        provider_equity = await equity_of(balances, strategy.account_id)
+        holdings = await self._holdings(session, [strategy.account_id], subscriptions)
+        provider_equity = holdings.equities.get(strategy.account_id)
         planned = Signal(
             trade_id=signal.provider_trade_id,
             symbol=signal.symbol,
@@ -306,13 +318,14 @@ class CopyEngine:
         intents: list[CopyIntent] = []
         events: list[CopyEvent] = []
         new_links: list[CopyLink] = []
+        moves: list[tuple[str, Decimal, bool]] = []
         for subscription in subscriptions:
             link = open_links.get(subscription.id)
             if signal.venue_ts < subscription.created_at and link is None:
                 # A provider trade from before the subscription (consumed late): it is part of the
                 # provider's position at subscription time, which the on_subscribe policy decides on.
                 continue
-            follower = await self.follower_view(balances, subscription, link)
+            follower = await self.follower_view(balances, subscription, link, holdings=holdings)
             plan = plan_follower(planned, follower, quote=self.quote_for(subscription.account_id), now=now)
             if now - signal.venue_ts > self.stale_after and not follower.settings.catch_up:
                 plan = _without_late_opens(plan)
@@ -334,26 +347,68 @@ class CopyEngine:
                         reason=plan.skip.reason.value, detail=plan.skip.detail, signal_id=signal.id, created_at=now,
                     )
                 )  # fmt: skip
-            await self._move_links(link_repo, plan, follower, now=now)
+            move = _link_move(plan, follower)
+            if move is not None:
+                moves.append(move)
+        await link_repo.move_many(moves, now=now)
         await link_repo.add_many(new_links)
         return intents, events
 
-    async def follower_view(
-        self, balances: BalanceRepository, subscription: Subscription, link: CopyLink | None
-    ) -> Follower:
-        """The planner's view of one subscription: settings (cached by version), instruments, equity."""
+    async def _holdings(
+        self, session: AsyncSession, accounts: Iterable[str], subscriptions: Iterable[Subscription]
+    ) -> Holdings:
+        """Equity of ``accounts`` and of every subscription's account, and the positions of those whose
+        caps count holdings: two queries for a whole fan-out instead of some per follower."""
+        subscriptions = list(subscriptions)
+        counted = [s.account_id for s in subscriptions if _counts_holdings(self.settings_of(s))]
+        first = await BalanceRepository(session).first_for_accounts([*accounts, *(s.account_id for s in subscriptions)])
+        positions = await PositionRepository(session).list_for_accounts(counted) if counted else {}
+        return Holdings(equities={a: b.equity for a, b in first.items()}, positions=positions)
+
+    def _prepare_orders(self, intents: Iterable[CopyIntent], *, now: datetime) -> dict[str, Order]:
+        """The order of each intent whose follower is live, checked against its broker's rules, by intent id:
+        stored in the planning transaction, sent right after the commit with nothing written in between.
+        An intent whose order does not pass goes the normal way (:func:`place_order` says why)."""
+        orders: dict[str, Order] = {}
+        for intent in intents:
+            if not self.links.is_live(intent.follower_account_id):
+                continue
+            with contextlib.suppress(InvalidInput, Unavailable):
+                orders[intent.id] = prepare_order(self.links.live(intent.follower_account_id), _ticket(intent), now=now)
+        return orders
+
+    def settings_of(self, subscription: Subscription) -> CopySettings:
+        """The subscription's settings, decoded once per version."""
         key = (subscription.id, subscription.version)
         settings = self._settings.get(key)
         if settings is None:
             settings = self._settings[key] = decode_settings(subscription.settings)
+        return settings
+
+    async def follower_view(
+        self,
+        balances: BalanceRepository,
+        subscription: Subscription,
+        link: CopyLink | None,
+        *,
+        holdings: Holdings | None = None,
+    ) -> Follower:
+        """The planner's view of one subscription: settings (cached by version), instruments, equity.
+
+        ``holdings``: the fan-out's equities and positions read up front (:meth:`_holdings`); without
+        them they are read for this subscription alone.
+        """
+        settings = self.settings_of(subscription)
         connected = self.links.is_live(subscription.account_id)
         index = self._indexes.get(subscription.account_id)
         if connected and index is None:
             live = self.links.live(subscription.account_id)
             index = self._indexes[subscription.account_id] = SymbolIndex(live.instruments.values())
         open_positions, exposures = 0, {}
+        if holdings is None:
+            holdings = await self._holdings(balances.session, (), [subscription])
         if _counts_holdings(settings):
-            positions = await PositionRepository(balances.session).list_for_account(subscription.account_id)
+            positions = holdings.positions.get(subscription.account_id, [])
             open_positions = len(positions)
             # Notional at the average price (the caps' own currency conversion is the settings' concern).
             exposures = {p.symbol: abs(p.qty) * p.avg_price * self._contract_size(index, p.symbol) for p in positions}
@@ -364,7 +419,7 @@ class CopyEngine:
             link=link,
             instruments=index,
             connected=connected,
-            equity=await equity_of(balances, subscription.account_id),
+            equity=holdings.equities.get(subscription.account_id),
             start_equity=subscription.start_equity,
             open_positions=open_positions,
             exposures=exposures,
@@ -430,20 +485,6 @@ class CopyEngine:
             )
         return intents, new_link
 
-    async def _move_links(self, links: CopyLinkRepository, plan: Plan, follower: Follower, *, now: datetime) -> None:
-        link = follower.link
-        if link is None:
-            return
-        mine = [o for o in plan.orders if o.link_id == link.id]
-        if any(o.action is IntentAction.CLOSE for o in mine):
-            await links.set_qty(link.id, Decimal(0), now=now)
-            await links.close(link.id, now=now)
-            return
-        added = sum((o.qty for o in mine if o.action is IntentAction.INCREASE), Decimal(0))
-        taken = sum((o.qty for o in mine if o.action is IntentAction.REDUCE), Decimal(0))
-        if added or taken:
-            await links.set_qty(link.id, link.qty + added - taken, now=now)
-
     # --- the provider's positions at subscription time -----------------------------------------
 
     async def copy_open_positions(self, subscription_id: str) -> list[CopyIntent]:
@@ -492,6 +533,7 @@ class CopyEngine:
             await self.settle(intent.follower_account_id, intent.client_order_id)
 
     async def _dispatch(self, intent: CopyIntent) -> None:
+        prepared = self._prepared.pop(intent.id, None)  # stored with the intent; sent as is
         now = self.clock.now()
         if now - intent.created_at > self.stale_after and not await self._catch_up(intent):
             await self._end(intent, IntentStatus.FAILED, "not sent in time (an outage): no catch-up trades")
@@ -500,22 +542,20 @@ class CopyEngine:
             return  # stays pending: the retry loop sends it once the follower's connection is back
         received = self._received.pop(intent.id, None)
         engine_us = None if received is None else int((time.perf_counter() - received) * 1_000_000)
-        ticket = OrderTicket(
-            symbol=intent.symbol,
-            side=intent.side,
-            qty=intent.qty,
-            type=OrderType.LIMIT if intent.order_type is CopyOrderType.LIMIT else OrderType.MARKET,
-            tif=intent.tif,
-            limit_price=intent.limit_price,
-            client_order_id=intent.client_order_id,
-        )
         sent = time.perf_counter()
         try:
-            order, created = await place_order(
-                self.links, intent.follower_account_id, ticket, ack_wait_s=self.ack_wait_s, keep_unsent=True
-            )
-            if not created and order.status is OrderStatus.PENDING_NEW:
-                order = await send_stored(self.links, order, ack_wait_s=self.ack_wait_s)  # a replay
+            if prepared is not None:
+                order = await send_stored(self.links, prepared, ack_wait_s=self.ack_wait_s)
+            else:
+                order, created = await place_order(
+                    self.links,
+                    intent.follower_account_id,
+                    _ticket(intent),
+                    ack_wait_s=self.ack_wait_s,
+                    keep_unsent=True,
+                )
+                if not created and order.status is OrderStatus.PENDING_NEW:
+                    order = await send_stored(self.links, order, ack_wait_s=self.ack_wait_s)  # a replay
         except (InvalidInput, OrderRefused) as exc:  # definitive: the rules or the broker said no
             await self._end(intent, IntentStatus.REJECTED, str(exc))
             return
@@ -557,6 +597,40 @@ def _without_late_opens(plan: Plan) -> Plan:
         return plan
     late = Skip(reason=SkipReason.NO_CATCH_UP, detail="a provider trade missed during an outage; catch_up is off")
     return msgspec.structs.replace(plan, orders=closes, skip=late)
+
+
+class Holdings(msgspec.Struct, frozen=True, kw_only=True):
+    """What a fan-out reads about the accounts involved, once: equity (first balance) and open positions."""
+
+    equities: dict[str, Decimal | None]
+    positions: dict[str, list[Position]]
+
+
+def _ticket(intent: CopyIntent) -> OrderTicket:
+    return OrderTicket(
+        symbol=intent.symbol,
+        side=intent.side,
+        qty=intent.qty,
+        type=OrderType.LIMIT if intent.order_type is CopyOrderType.LIMIT else OrderType.MARKET,
+        tif=intent.tif,
+        limit_price=intent.limit_price,
+        client_order_id=intent.client_order_id,
+    )
+
+
+def _link_move(plan: Plan, follower: Follower) -> tuple[str, Decimal, bool] | None:
+    """How the plan moves the follower's open link: ``(link id, new qty, closed)``, or None."""
+    link = follower.link
+    if link is None:
+        return None
+    mine = [o for o in plan.orders if o.link_id == link.id]
+    if any(o.action is IntentAction.CLOSE for o in mine):
+        return link.id, Decimal(0), True
+    added = sum((o.qty for o in mine if o.action is IntentAction.INCREASE), Decimal(0))
+    taken = sum((o.qty for o in mine if o.action is IntentAction.REDUCE), Decimal(0))
+    if added or taken:
+        return link.id, link.qty + added - taken, False
+    return None
 
 
 def _counts_holdings(settings: CopySettings) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 
 import msgspec
@@ -82,6 +83,36 @@ async def place_order(
     send again with :func:`send_stored` (an outbox), instead of rejecting it.
     """
     live = links.live(account_id)
+    order = prepare_order(live, ticket, now=links.clock.now())
+    client_order_id = order.client_order_id
+    async with live.lock, links.database.session() as session:
+        orders = OrderRepository(session)
+        existing = await orders.get_by_client_order_id(account_id, client_order_id)
+        if existing is not None:
+            if _same_order(existing, ticket):
+                return existing, False
+            raise Conflict(
+                f"client_order_id {client_order_id!r} was used for a different order",
+                extra={"field": "client_order_id", "order_id": existing.id},
+            )
+        live.require_connected()
+        await orders.add(order)
+        await session.commit()
+    changed = live.changed(client_order_id)
+    try:
+        await _send(links, live, order, keep_unsent=keep_unsent)
+        return await _await_change(links, order, changed=changed, done=_acknowledged, wait_s=ack_wait_s), True
+    finally:
+        live.forget(client_order_id)
+
+
+def prepare_order(live: LiveAccount, ticket: OrderTicket, *, now: datetime) -> Order:
+    """The order ``ticket`` makes in the live account, ``pending_new``, checked against the broker's
+    capabilities and the instrument's rules (:class:`InvalidInput` naming the field otherwise).
+
+    Nothing is stored: :func:`place_order` stores and sends it; the copy engine stores a fan-out's
+    orders in the transaction that plans them and sends them with :func:`send_stored`.
+    """
     instrument = live.instrument(ticket.symbol)
     capabilities = live.adapter.capabilities
     if ticket.type not in capabilities.order_types:
@@ -102,11 +133,10 @@ async def place_order(
         stop_price=ticket.stop_price,
         reference_price=_reference_price(live, ticket),
     )
-    now = links.clock.now()
-    order = Order(
+    return Order(
         id=new_id("ord"),
         client_order_id=client_order_id,
-        account_id=account_id,
+        account_id=live.account.id,
         symbol=ticket.symbol,
         side=ticket.side,
         qty=ticket.qty,
@@ -117,25 +147,6 @@ async def place_order(
         created_at=now,
         updated_at=now,
     )
-    async with live.lock, links.database.session() as session:
-        orders = OrderRepository(session)
-        existing = await orders.get_by_client_order_id(account_id, client_order_id)
-        if existing is not None:
-            if _same_order(existing, ticket):
-                return existing, False
-            raise Conflict(
-                f"client_order_id {client_order_id!r} was used for a different order",
-                extra={"field": "client_order_id", "order_id": existing.id},
-            )
-        live.require_connected()
-        await orders.add(order)
-        await session.commit()
-    changed = live.changed(client_order_id)
-    try:
-        await _send(links, live, order, keep_unsent=keep_unsent)
-        return await _await_change(links, order, changed=changed, done=_acknowledged, wait_s=ack_wait_s), True
-    finally:
-        live.forget(client_order_id)
 
 
 async def send_stored(links: BrokerLinks, order: Order, *, ack_wait_s: float = ACK_WAIT_S) -> Order:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.copy import CopyLink, LinkStatus
@@ -104,10 +105,50 @@ class CopyLinkRepository:
         """
         return await self._update_open(link_id, status=LinkStatus.CLOSED.value, closed_at=now, updated_at=now)
 
-    async def _update_open(self, link_id: str, **values: object) -> bool:
+    async def set_qty_if(self, link_id: str, expected: Decimal, qty: Decimal, *, now: datetime) -> bool:
+        """:meth:`set_qty`, only while the link still holds ``expected`` (exactly as read): a writer that
+        decided from an earlier read (reconciliation) cannot undo a change made since. False otherwise.
+        """
+        _check_qty(qty)
+        return await self._update_open(link_id, expected=expected, qty=qty, updated_at=now)
+
+    async def close_if(self, link_id: str, expected: Decimal, *, now: datetime) -> bool:
+        """Close an open link that still holds ``expected`` (exactly as read), setting its quantity to zero.
+        False if the link is unknown, closed, or changed since.
+        """
+        return await self._update_open(
+            link_id, expected=expected, qty=Decimal(0), status=LinkStatus.CLOSED.value, closed_at=now, updated_at=now
+        )
+
+    async def move_many(self, moves: Sequence[tuple[str, Decimal, bool]], *, now: datetime) -> None:
+        """Set the quantity of many open links at once, closing those marked so: ``(link_id, qty, close)``.
+
+        A fan-out moves one link per follower; two statements (executemany) instead of one each. A link
+        closed since it was read is left alone, as :meth:`set_qty` and :meth:`close` would.
+        """
+        for _, qty, _ in moves:
+            _check_qty(qty)
+        table = cast(Table, CopyLinkRow.__table__)
+        kept = [{"b_id": link_id, "b_qty": qty} for link_id, qty, close in moves if not close]
+        closed = [{"b_id": link_id, "b_qty": qty} for link_id, qty, close in moves if close]
+        connection = await self.session.connection()
+        where = (table.c.id == bindparam("b_id"), table.c.status == _OPEN)
+        if kept:
+            stmt = update(table).where(*where).values(qty=bindparam("b_qty"), updated_at=now)
+            await connection.execute(stmt, kept)
+        if closed:
+            stmt = update(table).where(*where).values(
+                qty=bindparam("b_qty"), status=LinkStatus.CLOSED.value, closed_at=now, updated_at=now
+            )
+            await connection.execute(stmt, closed)
+
+    async def _update_open(self, link_id: str, *, expected: Decimal | None = None, **values: object) -> bool:
+        # Equality on the quantity is safe on SQLite's text column: the value read back is bound in the
+        # same canonical form it was stored in.
+        guard = () if expected is None else (CopyLinkRow.qty == expected,)
         stmt = (
             update(CopyLinkRow)
-            .where(CopyLinkRow.id == link_id, CopyLinkRow.status == _OPEN)
+            .where(CopyLinkRow.id == link_id, CopyLinkRow.status == _OPEN, *guard)
             .values(**values)
             .execution_options(synchronize_session=False)
         )

@@ -6,13 +6,15 @@ the order it already placed instead of placing a second one.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.enums import OrderStatus
 from brokerlink.domain.models import Order
 from brokerlink.kit.errors import NotFound
-from brokerlink.store.mapping import order_from_row, order_mutable_values, order_to_row
+from brokerlink.store.mapping import order_from_row, order_mutable_values, order_to_row, order_values
 from brokerlink.store.models import AccountRow, OrderRow
 from brokerlink.store.repositories._common import Page, fetch_page
 
@@ -29,6 +31,13 @@ class OrderRepository:
         """Insert an order. A ``client_order_id`` already used in the account raises ``IntegrityError``."""
         self.session.add(order_to_row(order))
         await self.session.flush()
+
+    async def add_many(self, orders: Sequence[Order]) -> None:
+        """Insert orders in one statement (a copy fan-out), all or none; a used client order id raises
+        ``IntegrityError`` as :meth:`add` does."""
+        if orders:
+            await self.session.flush()
+            await self.session.execute(insert(OrderRow), [order_values(order) for order in orders])
 
     async def update(self, order: Order) -> None:
         """Store an order's new state (status, fills, venue id, prices after a modify, ``updated_at``).

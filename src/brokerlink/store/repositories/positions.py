@@ -6,6 +6,7 @@ report racing for the same row cannot fail with a duplicate key; the later write
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from sqlalchemy import delete, select
@@ -60,6 +61,21 @@ class PositionRepository:
         ]
         return positions if include_flat else [p for p in positions if not p.is_flat]
 
+    async def list_for_accounts(self, account_ids: Iterable[str]) -> dict[str, list[Position]]:
+        """The open positions of many accounts in one query, by account (accounts holding none are absent)."""
+        found: dict[str, list[Position]] = {}
+        for chunk in _chunks(sorted(set(account_ids))):
+            stmt = (
+                select(PositionRow)
+                .where(PositionRow.account_id.in_(chunk))
+                .order_by(PositionRow.account_id, PositionRow.symbol)
+            )
+            for row in (await self.session.execute(stmt, execution_options=FRESH)).scalars():
+                position = position_from_row(row)
+                if not position.is_flat:
+                    found.setdefault(position.account_id, []).append(position)
+        return found
+
     async def delete(self, account_id: str, symbol: str) -> bool:
         """Forget the account's position in ``symbol``. Returns whether there was one."""
         stmt = delete(PositionRow).where(PositionRow.account_id == account_id, PositionRow.symbol == symbol)
@@ -100,3 +116,24 @@ class BalanceRepository:
         """The account's balances by currency."""
         stmt = select(BalanceRow).where(BalanceRow.account_id == account_id).order_by(BalanceRow.currency)
         return [balance_from_row(r) for r in (await self.session.execute(stmt, execution_options=FRESH)).scalars()]
+
+    async def first_for_accounts(self, account_ids: Iterable[str]) -> dict[str, Balance]:
+        """Each account's first balance by currency (what :meth:`list_for_account` lists first), in one query."""
+        found: dict[str, Balance] = {}
+        for chunk in _chunks(sorted(set(account_ids))):
+            stmt = (
+                select(BalanceRow)
+                .where(BalanceRow.account_id.in_(chunk))
+                .order_by(BalanceRow.account_id, BalanceRow.currency)
+            )
+            for row in (await self.session.execute(stmt, execution_options=FRESH)).scalars():
+                found.setdefault(row.account_id, balance_from_row(row))
+        return found
+
+
+_IN_CHUNK = 500  # bound parameters per IN list: far below SQLite's and asyncpg's limits
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield values[start : start + _IN_CHUNK]
