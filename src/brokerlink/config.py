@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         default=None, description="Demo only: a provider bot trades this user's linked accounts (the demo sets it)."
     )
     demo_bot_interval_s: float = Field(default=4.0, gt=0, description="Demo only: mean seconds between bot trades.")
+    copy_reconcile_every_s: float = Field(
+        default=60.0, gt=0, description="Seconds between reconciliations of followers' positions against their copies."
+    )
+    copy_reconcile_repair: bool = Field(
+        default=False,
+        description="Let the periodic reconciliation repair: close orphan copies, shrink links that claim too much.",
+    )
     vault_key: SecretStr | None = Field(
         default=None,
         description="The vault's key-encryption key, 'key_id:base64key' (32 bytes); unset: vault_key_file holds keys.",

@@ -60,6 +60,7 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PUT", f"{SUBSCRIPTION}/settings"): {"sizing": "fixed_qty", "fixed_qty": "0.02"},
     ("POST", f"{SUBSCRIPTION}/stop"): {"close_copies": True},
+    ("POST", f"{SUBSCRIPTION}/reconciliation"): {"repair": True},
 }
 ACCEPTED_WITH = {
     ("POST", "/v1/auth/register"): 201,
@@ -72,6 +73,7 @@ ACCEPTED_WITH = {
     ("POST", "/v1/subscriptions"): 201,
     ("PUT", f"{SUBSCRIPTION}/settings"): 200,
     ("POST", f"{SUBSCRIPTION}/stop"): 200,
+    ("POST", f"{SUBSCRIPTION}/reconciliation"): 200,
 }
 # Headers a valid request needs besides its body: replacing settings needs the ETag read (a fresh
 # subscription is at version 1).
@@ -103,6 +105,7 @@ NEEDS_COPY_IDS = {
     ("POST", f"{SUBSCRIPTION}/pause"),
     ("POST", f"{SUBSCRIPTION}/resume"),
     ("POST", f"{SUBSCRIPTION}/close-only"),
+    ("POST", f"{SUBSCRIPTION}/reconciliation"),
 }
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _TYPED_PARAM = re.compile(r"\{(\w+):\w+\}")

@@ -22,6 +22,7 @@ from brokerlink import __version__
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.auth.middleware import SessionAuthMiddleware
 from brokerlink.api.auth.routes import auth_router, me
+from brokerlink.api.copy.reconcile import reconciliation_router
 from brokerlink.api.copy.routes import strategies_router, subscriptions_router
 from brokerlink.api.deps import (
     provide_clock,
@@ -79,7 +80,14 @@ def create_app(
         app.state.bus = event_bus
         app.state.links = links
         await links.start()
-        copy_engine = CopyEngine(database, event_bus, links, clock)
+        copy_engine = CopyEngine(
+            database,
+            event_bus,
+            links,
+            clock,
+            reconcile_every_s=settings.copy_reconcile_every_s,
+            reconcile_repair=settings.copy_reconcile_repair,
+        )
         app.state.copy_engine = copy_engine
         await copy_engine.start()
         bot = None
@@ -110,6 +118,7 @@ def create_app(
             orders_router,
             strategies_router,
             subscriptions_router,
+            reconciliation_router,
         ],
         before_request=require_json_body,
     )

@@ -186,6 +186,26 @@ def copy_status(
         show(settings, watch=watch, console=console)
 
 
+@copy_app.command("reconcile")
+def copy_reconcile(
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", help="Only this subscription (sub_...).")
+    ] = None,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Close orphan copies, shrink or close links that claim too much.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Compare followers' broker positions with their copies. Exit status 1 when findings remain."""
+    from brokerlink.cli.copy_reconcile import run
+
+    settings = _settings(data_dir=data_dir)
+    configure_logging("warning", "console")
+    code = run(settings, subscription_id=subscription, repair=repair, as_json=as_json, console=console, err=err)
+    raise typer.Exit(code=code)
+
+
 def main() -> None:
     """Entry point of the ``brokerlink`` console script."""
     app()

@@ -58,6 +58,7 @@ from brokerlink.engine.copy import joining, outcomes
 from brokerlink.engine.copy.ids import copy_client_order_id
 from brokerlink.engine.copy.planner import Follower, Plan, PlannedOrder, QuoteOf, Signal, plan_follower
 from brokerlink.engine.copy.reasons import Skip, SkipReason
+from brokerlink.engine.copy.reconcile import Report, reconcile
 from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
@@ -104,6 +105,8 @@ class CopyEngine:
         retry_every_s: float = 1.0,
         ack_wait_s: float = 2.0,
         connect_wait_s: float = 10.0,
+        reconcile_every_s: float = 60.0,
+        reconcile_repair: bool = False,
         node: str = "engine-1",
     ) -> None:
         self.database = database
@@ -114,6 +117,8 @@ class CopyEngine:
         self.retry_every_s = retry_every_s
         self.ack_wait_s = ack_wait_s
         self.connect_wait_s = connect_wait_s
+        self.reconcile_every_s = reconcile_every_s
+        self.reconcile_repair = reconcile_repair
         self.node = node
         self._tasks: list[asyncio.Task[None]] = []
         self._dispatching: dict[str, asyncio.Task[None]] = {}  # by intent id
@@ -132,6 +137,7 @@ class CopyEngine:
         self.links.owned_elsewhere = is_copy_order
         self._tasks.append(asyncio.create_task(self._follow_bus(), name="copy-bus"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="copy-retry"))
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="copy-reconcile"))
 
     async def stop(self) -> None:
         """Stop following and dispatching (intents in flight stay in the outbox for the next start)."""
@@ -186,6 +192,27 @@ class CopyEngine:
                 _log.warning("copy_retry_failed", error=str(exc))
             except Exception:  # noqa: BLE001 - the loop must outlive a bug in one round; it is logged
                 _log.exception("copy_retry_crashed")
+
+    async def _reconcile_loop(self) -> None:
+        """Compare followers' broker positions with their links now and then (drift and orphans are
+        logged and reported; repaired only when configured). A round never runs before the links are back."""
+        await self._links_awaited.wait()
+        while True:
+            await asyncio.sleep(self.reconcile_every_s)
+            try:
+                await self.reconcile_once(repair=self.reconcile_repair)
+            except BrokerlinkError as exc:
+                _log.warning("copy_reconcile_failed", error=str(exc))
+            except Exception:  # noqa: BLE001 - the loop must outlive a bug in one round; it is logged
+                _log.exception("copy_reconcile_crashed")
+
+    async def reconcile_once(self, *, subscription_id: str | None = None, repair: bool = False) -> Report:
+        """One reconciliation (:mod:`~brokerlink.engine.copy.reconcile`); a repair's closes are dispatched."""
+        report = await reconcile(
+            self.database, self.clock, subscription_id=subscription_id, repair=repair, is_live=self.links.is_live
+        )
+        self.dispatch(report.intents)
+        return report
 
     async def _await_links(self) -> None:
         """At start, give the accounts of live strategies and subscriptions time to reconnect
