@@ -221,7 +221,7 @@ async def test_followers_end_as_expected_under_each_fault_with_one_order_per_cop
         await venue.set_faults(**FAULTS[fault])
         drops = fault in ("drop_connections", "all_at_once")
         for step, (side, qty, expected) in enumerate(SEQUENCE, start=1):
-            await _all_live(copying)  # a fill consumed while a follower reconnects is skipped (see the xfail below)
+            await _all_live(copying)
             await _trade(copying, side, qty)
             if drops:
                 await _consumed(database, copying, step)
@@ -378,18 +378,14 @@ async def test_a_restart_sends_the_outbox_exactly_once(
         await second.stop()
 
 
-# --- known defects (strict: each fails loudly once fixed, so the marker comes off) ----------------
+# --- outages ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A fill consumed while a follower's connection is down is skipped for that follower "
-    "(follower_disconnected) instead of waiting in the outbox; the engine waits for the links at start (bounded), "
-    "but a follower that is down at a signal misses it even with catch_up on.",
-)
 async def test_a_fill_consumed_before_the_followers_reconnect_is_still_copied(
     make_links: LinksFactory, database: Database, bus: MemoryEventBus, venue: SimHarness
 ) -> None:
+    """The followers' broker rules are in the store: the copies are planned and wait in the outbox
+    until the followers are back (well within the stale window), then go out."""
     copying = await _copying(make_links(), database, venue)
     await _trade(copying, Side.BUY, "0.40")
     fill_id, fill = await _provider_fill(database, copying)

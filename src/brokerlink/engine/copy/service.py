@@ -51,7 +51,7 @@ from brokerlink.domain.copy import (
     Strategy,
     Subscription,
 )
-from brokerlink.domain.enums import OrderStatus, OrderType, Side, TimeInForce
+from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
 from brokerlink.domain.models import Fill, Order, Position, Quote
 from brokerlink.engine.copy import joining, outcomes
@@ -69,11 +69,14 @@ from brokerlink.kit.errors import BrokerlinkError, InvalidInput, Unavailable
 from brokerlink.kit.ids import new_id
 from brokerlink.logs import get_logger
 from brokerlink.store.db import Database
+from brokerlink.store.repositories.accounts import AccountRepository
+from brokerlink.store.repositories.connections import ConnectionRepository
 from brokerlink.store.repositories.copy_events import CopyEventRepository
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.copy_links import CopyLinkRepository
 from brokerlink.store.repositories.copy_signals import CopySignalRepository
 from brokerlink.store.repositories.fills import FillRepository
+from brokerlink.store.repositories.instruments import InstrumentRepository
 from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
@@ -125,6 +128,7 @@ class CopyEngine:
         self._strategy_locks: dict[str, asyncio.Lock] = {}
         self._settings: dict[tuple[str, int], CopySettings] = {}  # by (subscription id, version)
         self._indexes: dict[str, SymbolIndex] = {}  # by follower account id
+        self._stored_indexes: set[str] = set()  # accounts whose index came from the store (offline)
         self._received: dict[str, float] = {}  # intent id -> perf_counter when its signal was read
         self._prepared: dict[str, Order] = {}  # intent id -> its order, stored with it, not sent yet
         self._links_awaited = asyncio.Event()
@@ -428,9 +432,15 @@ class CopyEngine:
         settings = self.settings_of(subscription)
         connected = self.links.is_live(subscription.account_id)
         index = self._indexes.get(subscription.account_id)
-        if connected and index is None:
+        if connected and (index is None or subscription.account_id in self._stored_indexes):
+            self._stored_indexes.discard(subscription.account_id)  # the broker's own list from now on
             live = self.links.live(subscription.account_id)
             index = self._indexes[subscription.account_id] = SymbolIndex(live.instruments.values())
+        elif index is None:
+            index = await self._stored_index(balances.session, subscription.account_id)
+        # A follower whose connection is down but whose broker's rules are known is planned as usual: its
+        # orders wait in the outbox and go out once it is back (late ones only with catch_up).
+        connected = index is not None
         open_positions, exposures = 0, {}
         if holdings is None:
             holdings = await self._holdings(balances.session, (), [subscription])
@@ -451,6 +461,19 @@ class CopyEngine:
             open_positions=open_positions,
             exposures=exposures,
         )
+
+    async def _stored_index(self, session: AsyncSession, account_id: str) -> SymbolIndex | None:
+        """The instruments stored for the account's broker (cached), when the account is still linked."""
+        account = await AccountRepository(session).get_by_id(account_id)
+        connection = None if account is None else await ConnectionRepository(session).get_by_id(account.connection_id)
+        if connection is None or connection.status == ConnectionState.REVOKED.value:
+            return None
+        instruments = await InstrumentRepository(session).list_for_broker(connection.broker)
+        if not instruments:
+            return None
+        index = self._indexes[account_id] = SymbolIndex(instruments)
+        self._stored_indexes.add(account_id)
+        return index
 
     @staticmethod
     def _contract_size(index: SymbolIndex | None, symbol: str) -> Decimal:
