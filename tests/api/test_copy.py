@@ -30,7 +30,7 @@ from tests.contract.harness import SimHarness
 
 EURUSD = "EUR/USD"
 MULTIPLIER_1 = {"sizing": "multiplier", "multiplier": "1"}
-INT_FIELDS = {"$.version", "$.settings.max_open_positions"}
+INT_FIELDS = {"$.version", "$.settings.max_open_positions", "$.settings.pause_symbol_after_rejects"}
 """The only JSON numbers a subscription carries: counts, never amounts."""
 
 

@@ -21,6 +21,7 @@ from litestar import Litestar
 from brokerlink.domain.copy import StrategyVisibility
 from brokerlink.engine.copy.manage import create_strategy
 from brokerlink.store.db import Database
+from brokerlink.store.repositories.copy_symbol_pauses import CopySymbolPauseRepository
 from brokerlink.store.repositories.users import UserRepository
 from tests.api.support import (
     MARKET_ORDER,
@@ -95,6 +96,7 @@ BODILESS = {
     ("POST", f"{SUBSCRIPTION}/pause"),
     ("POST", f"{SUBSCRIPTION}/resume"),
     ("POST", f"{SUBSCRIPTION}/close-only"),
+    ("DELETE", f"{SUBSCRIPTION}/paused-symbols/{{symbol}}"),
 }
 # Routes that need Alice's strategy, her subscription to one of Bob's, or another strategy of Bob's.
 NEEDS_COPY_IDS = {
@@ -106,6 +108,7 @@ NEEDS_COPY_IDS = {
     ("POST", f"{SUBSCRIPTION}/resume"),
     ("POST", f"{SUBSCRIPTION}/close-only"),
     ("POST", f"{SUBSCRIPTION}/reconciliation"),
+    ("DELETE", f"{SUBSCRIPTION}/paused-symbols/{{symbol}}"),
 }
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _TYPED_PARAM = re.compile(r"\{(\w+):\w+\}")
@@ -209,7 +212,12 @@ async def copy_ids(app: Litestar, alice: httpx.AsyncClient, linked: dict[str, An
     subscription = await created(
         "/v1/subscriptions", {"strategy_id": followed.id, "account_id": account_id, "settings": settings}
     )
-    return {"strategy_id": own, "subscription_id": subscription, FOLLOWABLE: followable.id}
+    async with database.session() as session:  # a symbol paused after rejects, for the route that resumes it
+        pauses = CopySymbolPauseRepository(session)
+        await pauses.count_reject(subscription, "EUR/USD", reason="insufficient funds", now=now)
+        await pauses.pause(subscription, "EUR/USD", now=now)
+        await session.commit()
+    return {"strategy_id": own, "subscription_id": subscription, FOLLOWABLE: followable.id, "symbol": "EURUSD"}
 
 
 @pytest.fixture

@@ -577,3 +577,24 @@ class CopyEventRow(Base):
     signal_id: Mapped[str | None] = mapped_column(ID, ForeignKey("copy_signals.id", ondelete="SET NULL"))
     intent_id: Mapped[str | None] = mapped_column(ID, ForeignKey("copy_intents.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
+
+
+class CopySymbolPauseRow(Base):
+    """A follower symbol's run of consecutive rejected copy orders, and its pause once the run is long enough.
+
+    One row per subscription and *follower* symbol (the symbol the follower's broker refused, as on the
+    intents). ``rejects`` counts the run; a fill in the symbol deletes a row that is not paused. A row
+    with ``paused_at`` set is a pause: no opens in that symbol until the follower resumes it (which
+    deletes the row, so the count starts over). ``reason`` is the last refusal's text.
+    """
+
+    __tablename__ = "copy_symbol_pauses"
+
+    subscription_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
+    )
+    symbol: Mapped[str] = mapped_column(SYMBOL, primary_key=True)
+    rejects: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    paused_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

@@ -197,7 +197,8 @@ def copy_settings(draw: st.DrawFn) -> CopySettings:
         trading_hours=tuple(draw(st.lists(_WINDOWS, max_size=3))),
         on_subscribe=draw(st.sampled_from(list(OnSubscribe))),
         copy_sl_tp=draw(st.booleans()),
-        on_provider_stall=StallAction.WARN,  # the only one supported yet
+        on_provider_stall=draw(st.sampled_from(list(StallAction))),
+        pause_symbol_after_rejects=draw(st.integers(0, 1000)),
         catch_up=draw(st.booleans()),
     )
 
@@ -209,10 +210,3 @@ def test_json_round_trip_is_exact(settings: CopySettings) -> None:
     assert back == settings
     assert encode_settings(back) == data
     assert decode_settings(data.decode()) == settings
-
-
-@pytest.mark.parametrize("action", [a for a in StallAction if a is not StallAction.WARN])
-def test_stall_actions_not_supported_yet_are_refused(action: StallAction) -> None:
-    with pytest.raises(InvalidInput) as refused:
-        CopySettings(on_provider_stall=action)
-    assert refused.value.extra["field"] == "on_provider_stall"

@@ -24,6 +24,7 @@ from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink.api.copy.guards import GUARD_HANDLERS
 from brokerlink.api.copy.http import (
     PreconditionFailed,
     checked_body,
@@ -512,6 +513,7 @@ subscriptions_router = Router(
         list_events,
         list_intents,
         list_links,
+        *GUARD_HANDLERS,
     ],
     tags=["copy"],
 )

@@ -173,14 +173,22 @@ async def set_status(
         raise NotFound("subscription not found")
     intents: list[CopyIntent] = []
     if close_copies:
-        intents = await _close_copies(session, current, now=now)
+        intents = await close_open_copies(session, current, cause="stop", now=now)
     if changed.version != current.version:
         detail = f"{current.status.value} -> {status.value}" + (f", closing {len(intents)} copies" if intents else "")
         await _event(session, subscription_id, _STATUS_EVENTS[status], detail, now=now)
     return changed, intents
 
 
-async def _close_copies(session: AsyncSession, subscription: Subscription, *, now: datetime) -> list[CopyIntent]:
+async def close_open_copies(
+    session: AsyncSession, subscription: Subscription, *, cause: str, now: datetime
+) -> list[CopyIntent]:
+    """One closing intent per open copy, at market, and the links closed now. Flushes; the caller
+    commits and dispatches.
+
+    The client order id derives from ``cause`` (``stop``, ``stall``) and the link, so the same cause
+    never closes one copy twice, and a later close finds the link closed already.
+    """
     links = CopyLinkRepository(session)
     intents = [
         CopyIntent(
@@ -190,7 +198,7 @@ async def _close_copies(session: AsyncSession, subscription: Subscription, *, no
             link_id=link.id,
             action=IntentAction.CLOSE,
             follower_account_id=subscription.account_id,
-            client_order_id=copy_client_order_id(subscription.id, f"stop:{link.id}", IntentAction.CLOSE.value),
+            client_order_id=copy_client_order_id(subscription.id, f"{cause}:{link.id}", IntentAction.CLOSE.value),
             symbol=link.follower_symbol,
             side=Side.SELL if link.side is Side.BUY else Side.BUY,
             qty=link.qty,

@@ -3,6 +3,9 @@
 An open that filled less than planned holds less than its link says: the link shrinks by the
 difference, so later closes never overshoot. A close that did not complete leaves a position the
 reconciliation reports. Slippage is measured in basis points against the provider's fill price.
+
+A refused copy order also counts towards pausing its symbol for the subscription, and a fill ends
+the symbol's run of refusals (:mod:`~brokerlink.engine.copy.rejects`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.domain.copy import CopyEvent, CopyEventKind, CopyIntent, IntentAction, IntentStatus, LinkStatus
 from brokerlink.domain.enums import OrderStatus
 from brokerlink.domain.models import Order
+from brokerlink.engine.copy import rejects
 from brokerlink.engine.copy.guards import slippage_bps
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.ids import new_id
@@ -38,13 +42,16 @@ async def settle(database: Database, clock: Clock, account_id: str, client_order
         if intent is None or order is None or intent.status not in _IN_FLIGHT or not order.status.is_terminal:
             return
         now = clock.now()
+        refused = False
         if order.status is OrderStatus.FILLED:
             slip = await _slippage(session, intent, order)
             await intents.mark_filled(intent.id, now=now, order_id=order.id, slippage_bps=slip)
+            await rejects.record_fill(session, intent)
             kind, reason = CopyEventKind.COPIED, None
             detail = f"{order.side.value} {order.filled_qty} {order.symbol} at {order.avg_fill_price}"
         elif order.status is OrderStatus.REJECTED:
-            await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
+            # Counted only by the settle that moved it: a refusal settled twice (bus and sweep) counts once.
+            refused = await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
             kind, reason, detail = CopyEventKind.REJECTED, "broker_rejected", order.reject_reason or "rejected"
         else:
             await intents.mark_canceled(intent.id, now=now, reason=order.status.value)
@@ -57,6 +64,8 @@ async def settle(database: Database, clock: Clock, account_id: str, client_order
                 detail=detail, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
             )
         )  # fmt: skip
+        if refused:
+            await rejects.record_reject(session, intent, detail, now=now)
         await session.commit()
 
 
@@ -65,8 +74,9 @@ async def end(database: Database, clock: Clock, intent: CopyIntent, status: Inte
     now = clock.now()
     async with database.session() as session:
         intents = CopyIntentRepository(session)
+        refused = False
         if status is IntentStatus.REJECTED:
-            await intents.mark_rejected(intent.id, reason=reason, now=now)
+            refused = await intents.mark_rejected(intent.id, reason=reason, now=now)
         else:
             await intents.mark_failed(intent.id, error=reason, now=now)
         await _correct_link(session, intent, planned=intent.qty, filled=Decimal(0), now=now)
@@ -77,6 +87,8 @@ async def end(database: Database, clock: Clock, intent: CopyIntent, status: Inte
                 detail=reason, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
             )
         )  # fmt: skip
+        if refused:
+            await rejects.record_reject(session, intent, reason, now=now)
         await session.commit()
 
 

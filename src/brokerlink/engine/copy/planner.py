@@ -15,7 +15,8 @@ A provider fill changes the provider's net position on a symbol from ``before`` 
 
 Closes are never held back by a guard, a pause or close-only mode: a follower must always be able
 to get out. Opens are skipped, with a machine-readable reason, when the subscription is paused or
-close-only, or when a guard, the symbol filter or the sizing says so.
+close-only, when repeated refusals paused the follower symbol (``symbol_paused``), or when a guard,
+the symbol filter or the sizing says so.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Follower(msgspec.Struct, frozen=True, kw_only=True):
     open_positions: int = 0
     exposures: Mapping[str, Decimal] = msgspec.field(default_factory=dict)
     """Notional held per follower symbol (in the account currency): what the exposure caps count."""
+    paused_symbols: frozenset[str] = frozenset()
+    """Follower symbols paused after repeated refusals (:mod:`~brokerlink.engine.copy.rejects`), as
+    stored: the instrument's symbol at the follower's broker. No opens or increases in them."""
 
 
 class PlannedOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -232,6 +236,11 @@ def _open_target(signal: Signal, follower: Follower, now: datetime) -> Instrumen
     instrument = resolve_symbol(follower.settings, signal.symbol, follower.instruments)
     if isinstance(instrument, Skip):
         return instrument
+    if instrument.symbol in follower.paused_symbols:
+        return Skip(
+            reason=SkipReason.SYMBOL_PAUSED,
+            detail=f"{instrument.symbol} is paused after repeated rejected copy orders; resume it to copy again",
+        )
     return trading_hours_guard(follower.settings, now) or _equity(follower) or instrument
 
 

@@ -54,13 +54,14 @@ from brokerlink.domain.copy import (
 from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
 from brokerlink.domain.models import Fill, Order, Position, Quote
-from brokerlink.engine.copy import joining, outcomes
+from brokerlink.engine.copy import joining, outcomes, rejects
 from brokerlink.engine.copy.ids import copy_client_order_id
 from brokerlink.engine.copy.planner import Follower, Plan, PlannedOrder, QuoteOf, Signal, plan_follower
 from brokerlink.engine.copy.reasons import Skip, SkipReason
 from brokerlink.engine.copy.reconcile import Report, reconcile
 from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
+from brokerlink.engine.copy.watchdog import StallWatchdog
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
 from brokerlink.engine.links.orders import OrderTicket, place_order, prepare_order, send_stored
 from brokerlink.engine.links.service import BrokerLinks
@@ -110,6 +111,8 @@ class CopyEngine:
         connect_wait_s: float = 10.0,
         reconcile_every_s: float = 60.0,
         reconcile_repair: bool = False,
+        stall_warn_after_s: float = 30.0,
+        stall_act_after_s: float = 120.0,
         node: str = "engine-1",
     ) -> None:
         self.database = database
@@ -122,6 +125,15 @@ class CopyEngine:
         self.connect_wait_s = connect_wait_s
         self.reconcile_every_s = reconcile_every_s
         self.reconcile_repair = reconcile_repair
+        self.watchdog = StallWatchdog(
+            database,
+            links,
+            clock,
+            warn_after_s=stall_warn_after_s,
+            act_after_s=stall_act_after_s,
+            dispatch=self.dispatch,
+        )
+        """Watches each strategy's provider connection; warns, then applies ``on_provider_stall``."""
         self.node = node
         self._tasks: list[asyncio.Task[None]] = []
         self._dispatching: dict[str, asyncio.Task[None]] = {}  # by intent id
@@ -142,6 +154,7 @@ class CopyEngine:
         self._tasks.append(asyncio.create_task(self._follow_bus(), name="copy-bus"))
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="copy-retry"))
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="copy-reconcile"))
+        self._tasks.append(asyncio.create_task(self._watch_providers(), name="copy-watchdog"))
 
     async def stop(self) -> None:
         """Stop following and dispatching (intents in flight stay in the outbox for the next start)."""
@@ -209,6 +222,10 @@ class CopyEngine:
                 _log.warning("copy_reconcile_failed", error=str(exc))
             except Exception:  # noqa: BLE001 - the loop must outlive a bug in one round; it is logged
                 _log.exception("copy_reconcile_crashed")
+
+    async def _watch_providers(self) -> None:
+        await self._links_awaited.wait()  # a provider still reconnecting at start is not a stall
+        await self.watchdog.run(every_s=min(5.0, self.watchdog.warn_after.total_seconds() / 2))
 
     async def reconcile_once(self, *, subscription_id: str | None = None, repair: bool = False) -> Report:
         """One reconciliation (:mod:`~brokerlink.engine.copy.reconcile`); a repair's closes are dispatched."""
@@ -394,7 +411,8 @@ class CopyEngine:
         counted = [s.account_id for s in subscriptions if _counts_holdings(self.settings_of(s))]
         first = await BalanceRepository(session).first_for_accounts([*accounts, *(s.account_id for s in subscriptions)])
         positions = await PositionRepository(session).list_for_accounts(counted) if counted else {}
-        return Holdings(equities={a: b.equity for a, b in first.items()}, positions=positions)
+        paused = await rejects.paused_symbols(session, [s.id for s in subscriptions])
+        return Holdings(equities={a: b.equity for a, b in first.items()}, positions=positions, paused=paused)
 
     def _prepare_orders(self, intents: Iterable[CopyIntent], *, now: datetime) -> dict[str, Order]:
         """The order of each intent whose follower is live, checked against its broker's rules, by intent id:
@@ -457,6 +475,7 @@ class CopyEngine:
             instruments=index,
             connected=connected,
             equity=holdings.equities.get(subscription.account_id),
+            paused_symbols=holdings.paused.get(subscription.id, frozenset()),
             start_equity=subscription.start_equity,
             open_positions=open_positions,
             exposures=exposures,
@@ -654,6 +673,8 @@ class Holdings(msgspec.Struct, frozen=True, kw_only=True):
 
     equities: dict[str, Decimal | None]
     positions: dict[str, list[Position]]
+    paused: dict[str, frozenset[str]]
+    """Symbols paused after repeated rejects, by subscription id (:mod:`~brokerlink.engine.copy.rejects`)."""
 
 
 def _ticket(intent: CopyIntent) -> OrderTicket:

@@ -29,6 +29,8 @@ MAX_SYMBOL_ENTRIES = 1000
 """Most entries in the allow list, the deny list or the symbol map."""
 MAX_TRADING_WINDOWS = 64
 """Most trading-hours windows."""
+MAX_REJECTS_BEFORE_PAUSE = 1000
+"""Largest ``pause_symbol_after_rejects``: past it, "never" (0) says what the follower means."""
 _NOT_SYMBOL_KEY = re.compile(r"[^0-9A-Z]")
 
 
@@ -217,7 +219,12 @@ class CopySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     order model carries no SL/TP, so there is nothing to mirror (and ``risk_percent`` sizing, which needs
     the provider's stop-loss, skips with ``no_stop_loss``)."""
     on_provider_stall: StallAction = StallAction.WARN
-    """Only ``warn`` is accepted yet: a stalled provider feed is reconnected and reconciled by its adapter."""
+    """What the stall watchdog (:mod:`~brokerlink.engine.copy.watchdog`) does once the provider's broker
+    connection has been down past its action threshold; the warning before it is always given. The adapter
+    keeps reconnecting and reconciling by itself: this decides what the follower's copies do meanwhile."""
+    pause_symbol_after_rejects: int = 3
+    """Pause a follower symbol after this many consecutive rejected copy orders in it (0: never). A paused
+    symbol opens nothing until the follower resumes it; closes still go through."""
     catch_up: bool = False
     """Send copy orders that waited in the outbox past the engine's stale window (an outage of the follower's
     broker or of brokerlink). Off: they end ``failed`` with a copy event instead of trading late."""
@@ -234,8 +241,13 @@ class CopySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise _invalid("max_slippage_bps", "a limit-order slippage guard needs a tolerance")
         if len(self.trading_hours) > MAX_TRADING_WINDOWS:
             raise _invalid("trading_hours", f"at most {MAX_TRADING_WINDOWS} windows")
-        if self.on_provider_stall is not StallAction.WARN:
-            raise _invalid("on_provider_stall", "only 'warn' is supported yet")
+        rejects = self.pause_symbol_after_rejects
+        # bool is an int to Python; msgspec refuses it when decoding, a Python caller would slip it through.
+        if isinstance(rejects, bool) or not isinstance(rejects, int) or not 0 <= rejects <= MAX_REJECTS_BEFORE_PAUSE:
+            raise _invalid(
+                "pause_symbol_after_rejects",
+                f"must be a whole number in [0, {MAX_REJECTS_BEFORE_PAUSE}], got {rejects!r}",
+            )
 
     def _validate_amounts(self) -> None:
         for name in ("fixed_qty", "multiplier", "allocated_amount", "fixed_notional"):
