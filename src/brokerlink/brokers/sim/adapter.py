@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TypeVar
 
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
@@ -26,6 +28,7 @@ from brokerlink.brokers.backoff import Backoff
 from brokerlink.brokers.base import (
     AdapterConfig,
     BrokerAdapter,
+    BrokerRateLimited,
     Capabilities,
     FillPage,
     MarketDataAdapter,
@@ -38,9 +41,11 @@ from brokerlink.brokers.base import (
     TransientBrokerError,
     register_adapter,
 )
+from brokerlink.brokers.limits import BrokerLimiter, BrokerLimits, RateRule, limiter_for
 from brokerlink.brokers.sim import mapping
 from brokerlink.brokers.sim.client import SimClient
 from brokerlink.brokers.sim.feed import MarketFeed
+from brokerlink.brokers.sim.gate import DEFAULT_RATE_LIMITS
 from brokerlink.brokers.sim.wire import (
     AccountBody,
     AmendOrder,
@@ -68,6 +73,15 @@ from brokerlink.kit.clock import Clock, SystemClock
 from brokerlink.logs import get_logger
 
 _log = get_logger("brokerlink.brokers.sim")
+T = TypeVar("T")
+
+SIM_LIMITS = BrokerLimits(
+    per_account=tuple(RateRule(rule.limit, float(rule.per_seconds)).under(0.9) for rule in DEFAULT_RATE_LIMITS)
+)
+"""The client's limits at a sim venue: just under what the venue enforces per API key (20/s and 600/min
+by default, :data:`~brokerlink.brokers.sim.gate.DEFAULT_RATE_LIMITS`), so network jitter between our
+count and the venue's does not cost a 429. A venue started with other limits is matched with the
+``account_rate_limits`` / ``endpoint_rate_limits`` options (:mod:`brokerlink.brokers.limits`)."""
 
 
 class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +112,52 @@ class _Envelope(msgspec.Struct, frozen=True):
     channels: list[str] | None = None  # in a subscribe reply: the connection's channels now
 
 
+class _LimitedClient(SimClient):
+    """The venue's REST client, with every request (commands, reports, market-data snapshots) first
+    taking a slot of the endpoint's shared limiter (:func:`~brokerlink.brokers.limits.limiter_for`).
+
+    A 429 pauses the whole endpoint for the venue's ``Retry-After``: the answer does not say which
+    limit was hit, and with our own counts kept under the venue's, a 429 means something we do not
+    count (another process, a venue-wide limit), which every account of the endpoint runs into alike.
+    """
+
+    def __init__(self, config: AdapterConfig, limits: BrokerLimits) -> None:
+        api_key = config.credentials.get("api_key")
+        super().__init__(config.base_url, api_key=api_key, api_secret=config.credentials.values.get("api_secret"))
+        self._base_url = config.base_url
+        self._limits = limits
+        # The venue limits per API key; a digest names the key's bucket without keeping the key in it.
+        self._limit_key = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+        self._limiter: BrokerLimiter | None = None
+
+    @property
+    def limiter(self) -> BrokerLimiter:
+        """The endpoint's limiter (looked up in the running loop at first use)."""
+        if self._limiter is None:
+            self._limiter = limiter_for(SimAdapter.kind, self._base_url, self._limits)
+        return self._limiter
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        limiter = self.limiter
+        async with limiter.slot(self._limit_key):
+            try:
+                yield
+            except BrokerRateLimited as exc:
+                limiter.penalize((exc.retry_after_ms or 1000) / 1000)
+                raise
+
+    async def get(self, path: str, type_: type[T], *, params: Mapping[str, str | int] | None = None) -> T:
+        async with self._slot():
+            return await super().get(path, type_, params=params)
+
+    async def command(
+        self, method: str, path: str, type_: type[T], *, body: msgspec.Struct | None = None, client_order_id: str
+    ) -> T:
+        async with self._slot():
+            return await super().command(method, path, type_, body=body, client_order_id=client_order_id)
+
+
 class SimAdapter(BrokerAdapter, MarketDataAdapter):
     """One account at a sim venue. Credentials: ``api_key`` and, for a signed venue, ``api_secret``."""
 
@@ -115,11 +175,7 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
         self.clock = clock or SystemClock()
         self.stream = stream or StreamSettings()
         self._rng = random.Random(seed)  # noqa: S311 - jitter, not secrecy
-        self._client = SimClient(
-            config.base_url,
-            api_key=config.credentials.get("api_key"),
-            api_secret=config.credentials.values.get("api_secret"),
-        )
+        self._client = _LimitedClient(config, SIM_LIMITS.with_options(config.options))
         self._events: asyncio.Queue[DomainEvent | None] = asyncio.Queue()  # None ends the stream
         self._seen = SeenTradeIds()
         self._symbols = mapping.SymbolMap([])
