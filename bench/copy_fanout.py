@@ -692,6 +692,8 @@ async def profiled_fill(world: EngineWorld, n: int) -> None:
     buffer = io.StringIO()
     stats = pstats.Stats(profiler, stream=buffer)
     stats.sort_stats("tottime").print_stats(30)
+    if os.environ.get("BENCH_PROFILE_DUMP"):
+        stats.dump_stats(os.environ["BENCH_PROFILE_DUMP"])
     print(buffer.getvalue())
     # Per package: cumulative times mean little for coroutines (each resumption is a call), own time does.
     own: Counter[str] = Counter()

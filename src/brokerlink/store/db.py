@@ -98,20 +98,10 @@ class _WriteLock:
             lock.release()
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
-    """PRAGMAs on every new connection, and transaction control that behaves like PostgreSQL's.
-
-    The sqlite3 driver's own mode starts a transaction at the first INSERT/UPDATE/DELETE only, so a
-    SAVEPOINT issued before any write starts a transaction of its own, and releasing it commits
-    (``begin_nested`` then silently escapes the rollback), and DDL is never transactional.
-    SQLAlchemy's documented fix - BEGIN as soon as the session starts - has the opposite problem
-    under concurrency: a transaction that read first holds a snapshot, and once another connection
-    commits, its first write fails at once with "database is locked" (no busy wait can help).
-    Read-then-write is what nearly every request does, so instead BEGIN is emitted lazily, right
-    IMMEDIATE right before the first statement that writes (or a SAVEPOINT). Reads before it see the latest commit,
-    as under PostgreSQL's READ COMMITTED; writers queue on the busy timeout; savepoints nest.
-    """
-    fk_pragma = f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}"
+def _install_write_lock(engine: AsyncEngine) -> _WriteLock:
+    """The engine's :class:`_WriteLock`, released whenever a connection's transaction ends: at
+    ``COMMIT`` and ``ROLLBACK``, and when a connection is closed, terminated, invalidated or checked
+    back in (a cancelled task's connection ends its transaction that way)."""
     write_lock = _WriteLock()
     dialect = engine.sync_engine.dialect
     do_commit, do_rollback, do_close = dialect.do_commit, dialect.do_rollback, dialect.do_close
@@ -157,6 +147,25 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     def _on_invalidate(dbapi_connection: Any, _record: ConnectionPoolEntry, _exception: BaseException | None) -> None:
         if dbapi_connection is not None:
             write_lock.release(dbapi_connection)
+
+    return write_lock
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    """PRAGMAs on every new connection, and transaction control that behaves like PostgreSQL's.
+
+    The sqlite3 driver's own mode starts a transaction at the first INSERT/UPDATE/DELETE only, so a
+    SAVEPOINT issued before any write starts a transaction of its own, and releasing it commits
+    (``begin_nested`` then silently escapes the rollback), and DDL is never transactional.
+    SQLAlchemy's documented fix - BEGIN as soon as the session starts - has the opposite problem
+    under concurrency: a transaction that read first holds a snapshot, and once another connection
+    commits, its first write fails at once with "database is locked" (no busy wait can help).
+    Read-then-write is what nearly every request does, so instead BEGIN IMMEDIATE is emitted lazily,
+    right before the first statement that writes (or a SAVEPOINT). Reads before it see the latest
+    commit, as under PostgreSQL's READ COMMITTED; writers queue (:class:`_WriteLock`); savepoints nest.
+    """
+    fk_pragma = f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}"
+    write_lock = _install_write_lock(engine)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Select
+from sqlalchemy import Select, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -86,3 +86,16 @@ async def fetch_page(
     rows = rows[:limit]
     next_after = str(getattr(rows[-1], id_column.key)) if more else None
     return Page(items=[convert(row) for row in rows], next_after=next_after)
+
+
+async def insert_rows(session: AsyncSession, model: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``model``'s table as one executemany through Core, all or none.
+
+    A copy fan-out writes hundreds of rows per kind; the ORM's bulk path costs several times more
+    per row than the driver's ``executemany``. Pending ORM changes are flushed first, so the rows
+    land after anything the session already holds (foreign keys).
+    """
+    if rows:
+        await session.flush()
+        connection = await session.connection()
+        await connection.execute(insert(cast("Table", model.__table__)), list(rows))

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.copy import CopyEvent, CopyEventKind
 from brokerlink.store.mapping import copy_event_from_row, struct_values
 from brokerlink.store.models import CopyEventRow
-from brokerlink.store.repositories._common import Page, fetch_page
+from brokerlink.store.repositories._common import Page, fetch_page, insert_rows
 
 
 class CopyEventRepository:
@@ -31,8 +31,7 @@ class CopyEventRepository:
     async def add_many(self, events: Sequence[CopyEvent]) -> None:
         """Insert events in one statement (a fan-out that skipped or copied for many followers)."""
         if events:
-            await self.session.flush()
-            await self.session.execute(insert(CopyEventRow), [struct_values(event) for event in events])
+            await insert_rows(self.session, CopyEventRow, [struct_values(event) for event in events])
 
     async def list_for_subscription(
         self, subscription_id: str, *, limit: int = 50, after: str | None = None, descending: bool = True

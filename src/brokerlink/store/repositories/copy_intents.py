@@ -19,13 +19,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.copy import CopyIntent, IntentStatus, intent_sources
 from brokerlink.store.mapping import copy_intent_from_row, struct_values
 from brokerlink.store.models import CopyIntentRow
-from brokerlink.store.repositories._common import FRESH, Page, check_limit, fetch_page, rowcount
+from brokerlink.store.repositories._common import FRESH, Page, check_limit, fetch_page, insert_rows, rowcount
 
 
 class CopyIntentRepository:
@@ -45,8 +45,7 @@ class CopyIntentRepository:
     async def add_many(self, intents: Sequence[CopyIntent]) -> None:
         """Insert intents in one statement: a fan-out to many followers (refusals as :meth:`add`, all or none)."""
         if intents:
-            await self.session.flush()
-            await self.session.execute(insert(CopyIntentRow), [struct_values(intent) for intent in intents])
+            await insert_rows(self.session, CopyIntentRow, [struct_values(intent) for intent in intents])
 
     async def get_by_id(self, intent_id: str) -> CopyIntent | None:
         """The intent with this id."""

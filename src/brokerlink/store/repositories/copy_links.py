@@ -13,13 +13,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.copy import CopyLink, LinkStatus
 from brokerlink.store.mapping import copy_link_from_row, struct_values
 from brokerlink.store.models import CopyLinkRow, SubscriptionRow
-from brokerlink.store.repositories._common import FRESH, Page, fetch_page, rowcount
+from brokerlink.store.repositories._common import FRESH, Page, fetch_page, insert_rows, rowcount
 
 _OPEN = LinkStatus.OPEN.value
 
@@ -41,8 +41,7 @@ class CopyLinkRepository:
         for link in links:
             _check_qty(link.qty)
         if links:
-            await self.session.flush()
-            await self.session.execute(insert(CopyLinkRow), [struct_values(link) for link in links])
+            await insert_rows(self.session, CopyLinkRow, [struct_values(link) for link in links])
 
     async def get_by_id(self, link_id: str) -> CopyLink | None:
         """The link with this id."""
@@ -128,7 +127,7 @@ class CopyLinkRepository:
         """
         for _, qty, _ in moves:
             _check_qty(qty)
-        table = cast(Table, CopyLinkRow.__table__)
+        table = cast("Table", CopyLinkRow.__table__)
         kept = [{"b_id": link_id, "b_qty": qty} for link_id, qty, close in moves if not close]
         closed = [{"b_id": link_id, "b_qty": qty} for link_id, qty, close in moves if close]
         connection = await self.session.connection()
@@ -137,8 +136,10 @@ class CopyLinkRepository:
             stmt = update(table).where(*where).values(qty=bindparam("b_qty"), updated_at=now)
             await connection.execute(stmt, kept)
         if closed:
-            stmt = update(table).where(*where).values(
-                qty=bindparam("b_qty"), status=LinkStatus.CLOSED.value, closed_at=now, updated_at=now
+            stmt = (
+                update(table)
+                .where(*where)
+                .values(qty=bindparam("b_qty"), status=LinkStatus.CLOSED.value, closed_at=now, updated_at=now)
             )
             await connection.execute(stmt, closed)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.enums import OrderStatus
@@ -16,7 +16,7 @@ from brokerlink.domain.models import Order
 from brokerlink.kit.errors import NotFound
 from brokerlink.store.mapping import order_from_row, order_mutable_values, order_to_row, order_values
 from brokerlink.store.models import AccountRow, OrderRow
-from brokerlink.store.repositories._common import Page, fetch_page
+from brokerlink.store.repositories._common import Page, fetch_page, insert_rows
 
 _OPEN = [status.value for status in OrderStatus if not status.is_terminal]
 
@@ -36,8 +36,7 @@ class OrderRepository:
         """Insert orders in one statement (a copy fan-out), all or none; a used client order id raises
         ``IntegrityError`` as :meth:`add` does."""
         if orders:
-            await self.session.flush()
-            await self.session.execute(insert(OrderRow), [order_values(order) for order in orders])
+            await insert_rows(self.session, OrderRow, [order_values(order) for order in orders])
 
     async def update(self, order: Order) -> None:
         """Store an order's new state (status, fills, venue id, prices after a modify, ``updated_at``).
