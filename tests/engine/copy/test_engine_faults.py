@@ -443,3 +443,31 @@ async def _settled_count(database: Database, subscription_id: str, count: int) -
         return len(intents) >= count and all(i.status is IntentStatus.FILLED for i in intents)
 
     await eventually(settled, f"{count} copies to be filled")
+
+
+async def test_revoking_a_followers_link_cancels_its_queued_copies_unsent(
+    make_links: LinksFactory, database: Database, bus: MemoryEventBus, venue: SimHarness
+) -> None:
+    """SECURITY 25: once a broker link is revoked, what the outbox holds for its account is
+    cancelled, not sent; the other followers' copies go out as usual."""
+    copying = await _copying(make_links(), database, venue)
+    engine = _engine(database, bus, copying.links)  # not started: the copies wait in the outbox
+    await _trade(copying, Side.BUY, "0.40")
+    fill_id, fill = await _provider_fill(database, copying)
+    await engine.consume(copying.strategy, fill_id, fill)
+    revoked, kept = copying.followers
+    await copying.links.unlink(revoked.user_id, revoked.connection_id)
+    await engine.start()
+    try:
+
+        async def ended() -> bool:
+            return all(i.status is IntentStatus.FAILED for i in await _intents(database, copying.subscriptions[0]))
+
+        await eventually(ended, "the revoked follower's copy to be cancelled")
+        [intent] = await _intents(database, copying.subscriptions[0])
+        assert intent.attempts == 0
+        assert intent.sent_at is None
+        assert "revoked" in (intent.last_error or "")
+        await _followers_hold(database, msgspec.structs.replace(copying, followers=[kept]), ("-0.20",))
+    finally:
+        await engine.stop()

@@ -243,6 +243,7 @@ class CopyEngine:
             for strategy in await StrategyRepository(session).list_active():
                 subscriptions = await SubscriptionRepository(session).list_for_strategy(strategy.id)
                 accounts |= {s.account_id for s in subscriptions}
+        accounts = {a for a in accounts if not await self._revoked(a)}  # those never come back
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.connect_wait_s):
                 # The links have no "connected" signal to wait on yet; polling is bounded by the timeout.
@@ -608,6 +609,8 @@ class CopyEngine:
             await self._end(intent, IntentStatus.FAILED, "not sent in time (an outage): no catch-up trades")
             return
         if not self.links.is_live(intent.follower_account_id):
+            if await self._revoked(intent.follower_account_id):
+                await self._end(intent, IntentStatus.FAILED, "cancelled, not sent: the broker link was revoked")
             return  # stays pending: the retry loop sends it once the follower's connection is back
         received = self._received.pop(intent.id, None)
         engine_us = None if received is None else int((time.perf_counter() - received) * 1_000_000)
@@ -639,6 +642,15 @@ class CopyEngine:
                 await intents.mark_acknowledged(intent.id, now=self.clock.now(), order_id=order.id, broker_us=broker_us)
             await session.commit()
         await self.settle(intent.follower_account_id, intent.client_order_id)
+
+    async def _revoked(self, account_id: str) -> bool:
+        """Whether the account's broker link was revoked (or the account is gone): nothing more goes to it."""
+        async with self.database.session() as session:
+            account = await AccountRepository(session).get_by_id(account_id)
+            if account is None:
+                return True
+            connection = await ConnectionRepository(session).get_by_id(account.connection_id)
+        return connection is None or connection.status == ConnectionState.REVOKED.value
 
     async def _catch_up(self, intent: CopyIntent) -> bool:
         async with self.database.session() as session:
