@@ -1,0 +1,478 @@
+"""DPoP (RFC 9449): checking proofs, server nonces, and reading the Authorization header.
+
+A DPoP proof is a JWT the client signs with its own key for one HTTP request; the access token is
+bound to that key (``cnf.jkt``, the key's RFC 7638 thumbprint), so a stolen token is useless
+without the key. :func:`verify_proof` runs the checks of RFC 9449 section 4.3, in this order:
+
+1. one compact JWS of bounded size, ``typ`` ``dpop+jwt``, no ``crit``;
+2. ``alg`` in :data:`ALLOWED_ALGORITHMS` (ES256, PS256, EdDSA: FAPI 2.0's list; never ``none``,
+   HMAC or RS256), and the ``jwk`` header a *public* key of the matching type: P-256 for ES256,
+   Ed25519 for EdDSA, RSA of 2048 to 4096 bits for PS256 (SECURITY.md 18);
+3. the signature verifies with that key;
+4. ``htm`` equals the method, ``htu`` the request URL (both without query and fragment, after
+   RFC 3986 syntax- and scheme-based normalisation) (SECURITY.md 14);
+5. ``iat`` no older than ``max_age_s`` and no more than ``leeway_s`` ahead (SECURITY.md 14);
+6. ``ath`` is the hash of the presented access token, and the key's thumbprint is the token's
+   ``cnf.jkt`` (SECURITY.md 14);
+7. ``nonce`` is a current server nonce, when the server asks for one (``use_dpop_nonce``);
+8. ``jti`` was not seen within the window (the replay store, SECURITY.md 14). Last, so a proof
+   refused for any other reason does not use up its ``jti``.
+
+Every refusal is a :class:`DpopError` with a machine ``code`` and a fixed reason that names the
+failed check and never repeats the proof or its claims. The errors render as 401 with a
+``WWW-Authenticate: DPoP`` challenge (a resource server's answer); the token endpoint answers
+``400`` with the same ``code`` instead (RFC 9449 section 5), which its adapter maps.
+
+Nonces (:class:`NonceProvider`) are stateless: an HMAC of a time bucket under a server secret,
+valid in the current and the previous bucket, so every process holding the secret issues and
+accepts the same nonces with nothing shared at run time.
+
+:func:`parse_authorization` reads ``Authorization`` and ``DPoP`` from the raw header list: DPoP
+tokens only in the Authorization header, never in the query (SECURITY.md 16); a DPoP-bound token
+never as ``Bearer``, and never without a proof (SECURITY.md 13).
+
+ADR 0015 records the choices (algorithms, windows, nonce design, replay store).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Literal, NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+from joserfc import jwk
+from joserfc.errors import ExceededSizeError, JoseError
+from joserfc.jws import JWSRegistry, extract_compact
+from joserfc.util import urlsafe_b64decode
+
+from brokerlink.kit.errors import NotAuthenticated
+from brokerlink.security.replay import ReplayStore
+
+ALLOWED_ALGORITHMS: tuple[str, ...] = ("ES256", "PS256", "EdDSA")
+DEFAULT_MAX_AGE_S = 60
+DEFAULT_LEEWAY_S = 5
+REPLAY_NAMESPACE = "dpop-jti"
+
+# The key each algorithm may be used with: (kty, crv) for EC and OKP, ("RSA", None) for RSA.
+_KEY_FOR_ALG: dict[str, tuple[str, str | None]] = {
+    "ES256": ("EC", "P-256"),
+    "PS256": ("RSA", None),
+    "EdDSA": ("OKP", "Ed25519"),
+}
+# Below 2048 bits RSA is breakable in reach (SECURITY.md 18, FAPI 2.0); above 4096 a proof costs
+# the server milliseconds of CPU per verification for no gain, an easy lever for a flood.
+RSA_MIN_BITS = 2048
+RSA_MAX_BITS = 4096
+# JWK members that only a private (or symmetric) key has (RFC 7518 section 6).
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+_MAX_PROOF_CHARS = 8192
+_MAX_JTI_CHARS = 256
+_MAX_TOKEN_CHARS = 8192
+_TOKEN68 = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _registry() -> JWSRegistry:
+    # joserfc's defaults cap the encoded header at 512 bytes, which an RSA 2048 ``jwk`` header
+    # already exceeds; RSA 4096 needs about 1 KiB. Unknown header members are ignored (RFC 7515),
+    # ``crit`` is refused outright below.
+    registry = JWSRegistry(algorithms=list(ALLOWED_ALGORITHMS), strict_check_header=False)
+    registry.max_header_length = 2048
+    registry.max_payload_length = 4096
+    registry.max_signature_length = 1024
+    return registry
+
+
+_REGISTRY = _registry()
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class DpopError(NotAuthenticated):
+    """A refused DPoP-protected request. ``code`` is the OAuth error code, ``reason`` says which check failed.
+
+    The reason is one of a fixed set of sentences; it never contains the proof, the token or a claim
+    value, so the error can be logged and returned as is.
+    """
+
+    code: ClassVar[str] = "invalid_dpop_proof"
+    title: ClassVar[str] = "Invalid DPoP proof"
+
+    def __init__(self, reason: str, *, headers: dict[str, str] | None = None) -> None:
+        challenge = f'DPoP algs="{" ".join(ALLOWED_ALGORITHMS)}", error="{self.code}", error_description="{reason}"'
+        super().__init__(reason, headers={"WWW-Authenticate": challenge, **(headers or {})})
+        self.reason = reason
+
+
+class InvalidDpopProof(DpopError):
+    """The proof is missing, malformed, or fails a check of RFC 9449 section 4.3."""
+
+    code = "invalid_dpop_proof"
+    title = "Invalid DPoP proof"
+
+
+class UseDpopNonce(DpopError):
+    """The proof lacks the current server nonce; ``nonce`` is a fresh one for the ``DPoP-Nonce`` header."""
+
+    code = "use_dpop_nonce"
+    title = "DPoP nonce required"
+
+    def __init__(self, reason: str, *, nonce: str) -> None:
+        super().__init__(reason, headers={"DPoP-Nonce": nonce})
+        self.nonce = nonce
+
+
+class InvalidToken(DpopError):
+    """The access token is presented the wrong way (query string, Bearer for a bound token, bad syntax)."""
+
+    code = "invalid_token"
+    title = "Invalid access token"
+
+
+# --- nonces ----------------------------------------------------------------------------------
+
+
+class NonceProvider:
+    """Stateless server nonces: ``HMAC-SHA256(secret, context, bucket)``, truncated to 128 bits.
+
+    A nonce is valid in the bucket it was issued in and the next one, so a client holds a usable
+    nonce for between one and two ``bucket`` lengths. Every process with the same ``secret`` and
+    ``context`` agrees without talking to the others. ``context`` separates servers sharing a
+    secret (the authorization server and a resource server answer with different nonces).
+    """
+
+    def __init__(self, secret: bytes, *, bucket: timedelta = timedelta(minutes=5), context: str = "dpop") -> None:
+        if len(secret) < 32:
+            raise ValueError("the nonce secret must be at least 32 bytes")
+        if bucket < timedelta(seconds=1):
+            raise ValueError("the nonce bucket must be at least one second")
+        self._secret = secret
+        self.bucket = bucket
+        self.context = context
+
+    def _index(self, now: datetime) -> int:
+        return (_aware(now) - _EPOCH) // self.bucket
+
+    def _nonce(self, index: int) -> str:
+        message = f"brokerlink-dpop-nonce\x00{self.context}\x00{index}".encode()
+        return _b64url(hmac.new(self._secret, message, hashlib.sha256).digest()[:16])
+
+    def issue(self, now: datetime) -> str:
+        """The nonce to send in ``DPoP-Nonce`` now."""
+        return self._nonce(self._index(now))
+
+    def is_valid(self, nonce: str, now: datetime) -> bool:
+        """Whether ``nonce`` was issued in the current or the previous bucket (constant-time compare)."""
+        index = self._index(now)
+        given = nonce.encode()
+        # Both candidates are always compared, so the time taken does not say which bucket matched.
+        current = hmac.compare_digest(given, self._nonce(index).encode())
+        previous = hmac.compare_digest(given, self._nonce(index - 1).encode())
+        return current or previous
+
+
+# --- proofs ----------------------------------------------------------------------------------
+
+
+class DpopProof(msgspec.Struct, frozen=True):
+    """A verified proof: the key's RFC 7638 SHA-256 thumbprint (``cnf.jkt``), ``jti`` and ``iat``."""
+
+    jkt: str
+    jti: str
+    iat: int
+
+
+class _Claims(msgspec.Struct):
+    jti: str
+    htm: str
+    htu: str
+    iat: int | float
+    ath: str | None = None
+    nonce: str | None = None
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _aware(now: datetime) -> datetime:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now
+
+
+def access_token_hash(access_token: str) -> str:
+    """The ``ath`` value for a token: base64url of SHA-256 over its (ASCII) bytes, RFC 9449 section 4.2."""
+    return _b64url(hashlib.sha256(access_token.encode()).digest())
+
+
+def _normalize_percent(match: re.Match[str]) -> str:
+    char = chr(int(match.group(0)[1:], 16))
+    return char if char in _UNRESERVED else match.group(0).upper()
+
+
+def normalize_htu(url: str) -> str:
+    """``url`` without query and fragment, normalised for comparison (RFC 3986 sections 6.2.2 and 6.2.3).
+
+    Scheme and host lower-case, the scheme's default port dropped, percent-escapes of unreserved
+    characters decoded and the others upper-cased, an empty path made ``/``. Only http(s) URLs
+    without user information are accepted; anything else raises ``ValueError``.
+    """
+    if any(ch <= " " or ch == "\x7f" for ch in url):
+        raise ValueError("URL contains whitespace or control characters")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError("URL scheme must be http or https")
+    if "@" in parts.netloc:
+        raise ValueError("URL must not carry user information")
+    host = parts.hostname
+    if not host:
+        raise ValueError("URL has no host")
+    port = parts.port  # raises ValueError when not a valid port number
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    path = _PERCENT.sub(_normalize_percent, parts.path) or "/"
+    return f"{scheme}://{netloc}{path}"
+
+
+def _rsa_bits(modulus: object) -> int:
+    """The size of an RSA JWK's modulus ``n``, in bits."""
+    if not isinstance(modulus, str):
+        raise InvalidDpopProof("jwk RSA modulus is malformed")
+    try:
+        return int.from_bytes(urlsafe_b64decode(modulus.encode("ascii")), "big").bit_length()
+    except (ValueError, TypeError):
+        raise InvalidDpopProof("jwk RSA modulus is malformed") from None
+
+
+def _public_key(header: dict[str, Any], alg: str) -> jwk.Key:
+    """The ``jwk`` header as a public key that fits ``alg``; refuses private members and weak keys."""
+    data = header.get("jwk")
+    if not isinstance(data, dict):
+        raise InvalidDpopProof("jwk header missing or not an object")
+    if _PRIVATE_MEMBERS & data.keys():
+        raise InvalidDpopProof("jwk header must hold a public key only")
+    kty, crv = _KEY_FOR_ALG[alg]
+    if data.get("kty") != kty or data.get("crv") != crv:
+        raise InvalidDpopProof("jwk key type does not match alg")
+    if kty == "RSA":
+        # Measured before joserfc imports the key: it only warns about small keys.
+        bits = _rsa_bits(data.get("n"))
+        if not RSA_MIN_BITS <= bits <= RSA_MAX_BITS:
+            raise InvalidDpopProof("jwk RSA key must have 2048 to 4096 bits")
+    try:
+        key = jwk.import_key(data)
+        key.check_use("sig")
+        key.check_alg(alg)
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise InvalidDpopProof("jwk header is not a valid key") from None
+    if key.is_private:  # belt and braces: the member check above already refused these
+        raise InvalidDpopProof("jwk header must hold a public key only")
+    return key
+
+
+def _check_signature(proof_jwt: str) -> tuple[str, _Claims]:
+    """Steps 1 to 3: parse, check the header and the key, verify the signature. Returns (jkt, claims)."""
+    if len(proof_jwt) > _MAX_PROOF_CHARS:
+        raise InvalidDpopProof("proof is too large")
+    try:
+        obj = extract_compact(proof_jwt.encode("ascii"), registry=_REGISTRY)
+    except ExceededSizeError:
+        raise InvalidDpopProof("proof is too large") from None
+    except (JoseError, ValueError, TypeError):
+        raise InvalidDpopProof("proof is not a compact JWS") from None
+    header = obj.headers()
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() != "dpop+jwt":
+        raise InvalidDpopProof("typ must be dpop+jwt")
+    alg = header.get("alg")
+    if alg not in ALLOWED_ALGORITHMS:
+        raise InvalidDpopProof(f"alg must be one of {', '.join(ALLOWED_ALGORITHMS)}")
+    if "crit" in header or "b64" in header:
+        raise InvalidDpopProof("crit and b64 headers are not accepted")
+    key = _public_key(header, alg)
+    model = JWSRegistry.algorithms[alg]
+    try:
+        signature = urlsafe_b64decode(obj.segments["signature"])
+        signing_input = obj.segments["header"] + b"." + obj.segments["payload"]
+        valid = model.verify(signing_input, signature, key)
+    except (JoseError, ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise InvalidDpopProof("signature does not verify with the jwk header")
+    try:
+        claims = msgspec.json.decode(obj.payload, type=_Claims)
+    except msgspec.DecodeError:  # ValidationError is a DecodeError too
+        raise InvalidDpopProof("claims missing or of the wrong type (jti, htm, htu, iat)") from None
+    return key.thumbprint(), claims
+
+
+def _check_request(claims: _Claims, *, method: str, url: str) -> None:
+    """Step 4: the proof was made for this request (``jti`` well-formed, ``htm``, ``htu``)."""
+    if not claims.jti or len(claims.jti) > _MAX_JTI_CHARS:
+        raise InvalidDpopProof("jti must be a non-empty string of at most 256 characters")
+    if claims.htm != method:
+        raise InvalidDpopProof("htm does not match the request method")
+    try:
+        htu_matches = normalize_htu(claims.htu) == normalize_htu(url)
+    except ValueError:
+        htu_matches = False
+    if not htu_matches:
+        raise InvalidDpopProof("htu does not match the request URL")
+
+
+def _check_iat(claims: _Claims, *, now: datetime, max_age_s: int, leeway_s: int) -> int:
+    """Step 5: ``iat`` within ``[now - max_age_s, now + leeway_s]``, whole seconds, both edges included."""
+    if not math.isfinite(claims.iat):
+        raise InvalidDpopProof("iat is not a number")
+    iat = math.floor(claims.iat)
+    now_s = (now - _EPOCH) // timedelta(seconds=1)
+    if iat < now_s - max_age_s:
+        raise InvalidDpopProof("iat is too old")
+    if iat > now_s + leeway_s:
+        raise InvalidDpopProof("iat is in the future")
+    return iat
+
+
+def _check_binding(claims: _Claims, jkt: str, *, access_token: str | None, expected_jkt: str | None) -> None:
+    """Step 6: ``ath`` is the presented token's hash, and the key is the one the token is bound to."""
+    if access_token is not None:
+        if claims.ath is None:
+            raise InvalidDpopProof("ath is required with an access token")
+        if not hmac.compare_digest(claims.ath.encode(), access_token_hash(access_token).encode()):
+            raise InvalidDpopProof("ath does not match the access token")
+    if expected_jkt is not None and not hmac.compare_digest(jkt.encode(), expected_jkt.encode()):
+        raise InvalidDpopProof("key does not match the token's cnf.jkt")
+
+
+async def verify_proof(
+    proof_jwt: str,
+    *,
+    method: str,
+    url: str,
+    now: datetime,
+    replay: ReplayStore,
+    access_token: str | None = None,
+    expected_jkt: str | None = None,
+    nonce: NonceProvider | None = None,
+    max_age_s: int = DEFAULT_MAX_AGE_S,
+    leeway_s: int = DEFAULT_LEEWAY_S,
+) -> DpopProof:
+    """Check a DPoP proof for one request (RFC 9449 section 4.3); the verified thumbprint, ``jti`` and ``iat``.
+
+    ``method`` and ``url`` are the request as the server received it; build ``url`` from the
+    configured public origin, not from the client's ``Host`` header. Pass ``access_token`` when the
+    request carries one (``ath`` is then required) and ``expected_jkt`` with the token's
+    ``cnf.jkt``. Pass ``nonce`` to require a server nonce. ``jti`` values are remembered in
+    ``replay`` for ``max_age_s + leeway_s + 1`` seconds, longer than any proof stays acceptable.
+
+    Raises :class:`InvalidDpopProof`, or :class:`UseDpopNonce` carrying a fresh nonce;
+    ``Unavailable`` when the replay store cannot answer.
+    """
+    now = _aware(now)
+    jkt, claims = _check_signature(proof_jwt)
+    _check_request(claims, method=method, url=url)
+    iat = _check_iat(claims, now=now, max_age_s=max_age_s, leeway_s=leeway_s)
+    _check_binding(claims, jkt, access_token=access_token, expected_jkt=expected_jkt)
+
+    if nonce is not None and (claims.nonce is None or not nonce.is_valid(claims.nonce, now)):
+        raise UseDpopNonce("a current server nonce is required", nonce=nonce.issue(now))
+
+    # Scoped by key: a replay is the same key with the same jti, and another client that happens to
+    # pick the same jti cannot lock this one out.
+    ttl = timedelta(seconds=max_age_s + leeway_s + 1)
+    if not await replay.first_use(REPLAY_NAMESPACE, f"{jkt}:{claims.jti}", ttl=ttl, now=now):
+        raise InvalidDpopProof("jti was already used")
+    return DpopProof(jkt=jkt, jti=claims.jti, iat=iat)
+
+
+# --- the Authorization header ------------------------------------------------------------------
+
+
+class Authorization(NamedTuple):
+    """What a request presents: the scheme, the access token, and the DPoP proof (None for Bearer without one)."""
+
+    scheme: Literal["DPoP", "Bearer"]
+    token: str
+    proof: str | None
+
+
+def _text(value: str | bytes) -> str:
+    # ASGI gives raw header bytes; HTTP field values are at most Latin-1.
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _credentials(authorization: str) -> tuple[Literal["DPoP", "Bearer"], str]:
+    """``scheme SP token68`` (RFC 9110 section 11.4); the scheme is case-insensitive."""
+    scheme_text, _, token = authorization.partition(" ")
+    token = token.strip()
+    if not token or len(token) > _MAX_TOKEN_CHARS or not _TOKEN68.match(token):
+        raise InvalidToken("malformed access token")
+    match scheme_text.lower():
+        case "dpop":
+            return "DPoP", token
+        case "bearer":
+            return "Bearer", token
+        case _:
+            raise InvalidToken("unsupported authorization scheme")
+
+
+def parse_authorization(
+    headers: Iterable[tuple[str | bytes, str | bytes]],
+    *,
+    query_string: str | bytes = "",
+    bound: bool = False,
+) -> Authorization:
+    """Read the access token and the DPoP proof of a request from its raw header list.
+
+    ``headers`` is every header line, repeats included (ASGI ``scope["headers"]`` or a multi-dict's
+    items), so repeated headers are seen. ``bound`` says the token is DPoP-bound; a resource
+    server that accepts only sender-constrained tokens (FAPI 2.0) always passes True, one that
+    learns it from the token calls this again once it knows.
+
+    Refuses (all 401): an ``access_token`` in the query string (SECURITY.md 16); no or several
+    Authorization headers, an unknown scheme or a malformed token; a bound token sent as ``Bearer``
+    (SECURITY.md 13); several ``DPoP`` headers, or ``DPoP`` scheme without a proof (SECURITY.md 13).
+    """
+    query = _text(query_string)
+    if any(name == "access_token" for name, _ in parse_qsl(query, keep_blank_values=True)):
+        raise InvalidToken("access tokens are accepted only in the Authorization header")
+
+    authorizations: list[str] = []
+    proofs: list[str] = []
+    for raw_name, raw_value in headers:
+        name = _text(raw_name).lower()
+        if name == "authorization":
+            authorizations.append(_text(raw_value).strip())
+        elif name == "dpop":
+            proofs.append(_text(raw_value).strip())
+    if not authorizations:
+        raise NotAuthenticated(
+            "an access token is required", headers={"WWW-Authenticate": f'DPoP algs="{" ".join(ALLOWED_ALGORITHMS)}"'}
+        )
+    if len(authorizations) > 1:
+        raise InvalidToken("more than one Authorization header")
+    scheme, token = _credentials(authorizations[0])
+
+    if len(proofs) > 1 or any("," in proof for proof in proofs):
+        raise InvalidDpopProof("more than one DPoP header")
+    proof = proofs[0] if proofs and proofs[0] else None
+    if scheme == "Bearer" and bound:
+        raise InvalidToken("a DPoP-bound token must be sent with the DPoP scheme")
+    if scheme == "DPoP" and proof is None:
+        raise InvalidDpopProof("DPoP proof missing")
+    return Authorization(scheme=scheme, token=token, proof=proof)
