@@ -32,16 +32,31 @@ from brokerlink.store.repositories.orders import OrderRepository
 _IN_FLIGHT = frozenset({IntentStatus.SENT, IntentStatus.ACKNOWLEDGED})
 
 
-async def settle(database: Database, clock: Clock, account_id: str, client_order_id: str) -> None:
-    """Bring the intent behind a copy order in line with the order's state (idempotent)."""
+async def settle(
+    database: Database, clock: Clock, account_id: str, client_order_id: str, *, broker_us: int | None = None
+) -> bool:
+    """Bring the intent behind a copy order in line with the order's state (idempotent). Returns
+    whether the intent is done with (ended now or before, or unknown); False while it is pending or
+    its order is still working.
+
+    A sent intent whose order the broker has answered becomes ``acknowledged`` (with ``broker_us``,
+    the time from handing the order over to the answer, when the caller measured it).
+    """
     async with database.session() as session:
         intents = CopyIntentRepository(session)
         intent = await intents.get_by_client_order_id(account_id, client_order_id)
         order = await OrderRepository(session).get_by_client_order_id(account_id, client_order_id)
+        if intent is None:
+            return True
         # A pending intent is settled by its dispatch, right after it records the send (and timings).
-        if intent is None or order is None or intent.status not in _IN_FLIGHT or not order.status.is_terminal:
-            return
+        if order is None or intent.status not in _IN_FLIGHT:
+            return intent.status is not IntentStatus.PENDING
         now = clock.now()
+        if intent.status is IntentStatus.SENT and order.status is not OrderStatus.PENDING_NEW:
+            await intents.mark_acknowledged(intent.id, now=now, order_id=order.id, broker_us=broker_us)
+        if not order.status.is_terminal:
+            await session.commit()
+            return False
         refused = False
         if order.status is OrderStatus.FILLED:
             slip = await _slippage(session, intent, order)
@@ -67,6 +82,7 @@ async def settle(database: Database, clock: Clock, account_id: str, client_order
         if refused:
             await rejects.record_reject(session, intent, detail, now=now)
         await session.commit()
+    return True
 
 
 async def end(database: Database, clock: Clock, intent: CopyIntent, status: IntentStatus, reason: str) -> None:

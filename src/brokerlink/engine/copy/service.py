@@ -63,7 +63,7 @@ from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
 from brokerlink.engine.copy.watchdog import StallWatchdog
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
-from brokerlink.engine.links.orders import OrderTicket, place_order, prepare_order, send_stored
+from brokerlink.engine.links.orders import OrderTicket, place_order, prepare_order, send_stored, submit_stored
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import BrokerlinkError, InvalidInput, Unavailable
@@ -88,6 +88,7 @@ _log = get_logger("brokerlink.engine.copy")
 COPY_PREFIX = "cp-"
 """Every copy order's client order id starts with it (:func:`~brokerlink.engine.copy.ids.copy_client_order_id`)."""
 _SCAN_BATCH = 200
+_FOLLOWUPS = 16  # dispatches recording their send at once (each holds a pooled connection meanwhile)
 
 
 def is_copy_order(order: Order) -> bool:
@@ -143,6 +144,9 @@ class CopyEngine:
         self._stored_indexes: set[str] = set()  # accounts whose index came from the store (offline)
         self._received: dict[str, float] = {}  # intent id -> perf_counter when its signal was read
         self._prepared: dict[str, Order] = {}  # intent id -> its order, stored with it, not sent yet
+        self._sent_perf: dict[str, float] = {}  # client order id -> perf_counter when handed to the adapter
+        self._answer_us: dict[str, int] = {}  # client order id -> microseconds to the broker's first answer
+        self._followups = asyncio.Semaphore(_FOLLOWUPS)
         self._links_awaited = asyncio.Event()
         self.joined: set[str] = set()  # subscriptions whose on_subscribe policy has been applied
 
@@ -167,6 +171,8 @@ class CopyEngine:
         self._tasks.clear()
         self._dispatching.clear()
         self._prepared.clear()  # stored pending_new: the next start's replay sends them
+        self._sent_perf.clear()
+        self._answer_us.clear()
 
     async def _follow_bus(self) -> None:
         consumer = self.bus.consumer(ACCOUNT_TOPIC, "copy", self.node, start="latest")
@@ -189,6 +195,7 @@ class CopyEngine:
                     continue
                 if isinstance(event, OrderEvent):
                     if event.client_order_id.startswith(COPY_PREFIX):
+                        self._answered(event.client_order_id)
                         await self.settle(event.account_id, event.client_order_id)
                     if event.tag == "order_filled":
                         accounts.add(event.account_id)
@@ -617,7 +624,9 @@ class CopyEngine:
         sent = time.perf_counter()
         try:
             if prepared is not None:
-                order = await send_stored(self.links, prepared, ack_wait_s=self.ack_wait_s)
+                self._sent_perf[intent.client_order_id] = sent
+                await submit_stored(self.links, prepared)
+                order = prepared
             else:
                 order, created = await place_order(
                     self.links,
@@ -635,13 +644,18 @@ class CopyEngine:
             await self._requeue(intent, str(exc))
             return
         broker_us = int((time.perf_counter() - sent) * 1_000_000)
-        async with self.database.session() as session:
-            intents = CopyIntentRepository(session)
-            await intents.mark_sent(intent.id, now=self.clock.now(), order_id=order.id, engine_us=engine_us)
-            if order.status is not OrderStatus.PENDING_NEW:
-                await intents.mark_acknowledged(intent.id, now=self.clock.now(), order_id=order.id, broker_us=broker_us)
-            await session.commit()
-        await self.settle(intent.follower_account_id, intent.client_order_id)
+        # What follows a send reads and writes: bounded, so that a fan-out to many followers does not
+        # take every pooled connection (the links' ingest needs them too) while its orders are out.
+        async with self._followups:
+            async with self.database.session() as session:
+                intents = CopyIntentRepository(session)
+                await intents.mark_sent(intent.id, now=self.clock.now(), order_id=order.id, engine_us=engine_us)
+                if order.status is not OrderStatus.PENDING_NEW:
+                    await intents.mark_acknowledged(
+                        intent.id, now=self.clock.now(), order_id=order.id, broker_us=broker_us
+                    )
+                await session.commit()
+            await self.settle(intent.follower_account_id, intent.client_order_id)
 
     async def _revoked(self, account_id: str) -> bool:
         """Whether the account's broker link was revoked (or the account is gone): nothing more goes to it."""
@@ -664,7 +678,19 @@ class CopyEngine:
 
     async def settle(self, account_id: str, client_order_id: str) -> None:
         """Bring the intent behind a copy order in line with the order's state (idempotent)."""
-        await outcomes.settle(self.database, self.clock, account_id, client_order_id)
+        broker_us = self._answer_us.get(client_order_id)
+        sent = self._sent_perf.get(client_order_id)
+        if broker_us is None and sent is not None:  # answered before its bus message reached us: seen now
+            broker_us = int((time.perf_counter() - sent) * 1_000_000)
+        if await outcomes.settle(self.database, self.clock, account_id, client_order_id, broker_us=broker_us):
+            self._sent_perf.pop(client_order_id, None)
+            self._answer_us.pop(client_order_id, None)
+
+    def _answered(self, client_order_id: str) -> None:
+        """The broker's first answer to a copy order handed over in this process: the broker latency."""
+        sent = self._sent_perf.get(client_order_id)
+        if sent is not None and client_order_id not in self._answer_us:
+            self._answer_us[client_order_id] = int((time.perf_counter() - sent) * 1_000_000)
 
     async def _end(self, intent: CopyIntent, status: IntentStatus, reason: str) -> None:
         await outcomes.end(self.database, self.clock, intent, status, reason)

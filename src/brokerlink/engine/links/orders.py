@@ -162,6 +162,17 @@ async def send_stored(links: BrokerLinks, order: Order, *, ack_wait_s: float = A
         live.forget(order.client_order_id)
 
 
+async def submit_stored(links: BrokerLinks, order: Order) -> None:
+    """:func:`send_stored` without waiting for the answer: hand the order to the adapter and return.
+
+    The answer arrives on the stream like any other (the copy engine settles its intents from the
+    bus). A fan-out then spends no connection of the pool, and no read, per order in flight.
+    """
+    live = links.live(order.account_id)
+    live.require_connected()
+    await _send(links, live, order, keep_unsent=True)
+
+
 async def _send(links: BrokerLinks, live: LiveAccount, order: Order, *, keep_unsent: bool = False) -> None:
     request = OrderRequest(
         client_order_id=order.client_order_id,
@@ -244,6 +255,9 @@ async def _await_change(
     wait_s: float,
 ) -> Order:
     current = order
+    # Yield once before the first read: in a fan-out, every other order's task reaches its submit
+    # before this one spends the loop's time on the follow-up read (which costs more than a submit).
+    await asyncio.sleep(0)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait_s):
             while True:
