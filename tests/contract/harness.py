@@ -149,6 +149,19 @@ async def sim_venue(*, signed: bool = False, extra_accounts: int = 0) -> AsyncIt
         accounts=(AccountConfig(account_id="SIM-CONF", api_key=_API_KEY, api_secret=_API_SECRET), *extra),
     )
     port = free_port()
+    server, task = await start_venue(config, port)
+    harness = SimHarness(f"http://127.0.0.1:{port}", signed=signed)
+    try:
+        yield harness
+    finally:
+        await harness.aclose()
+        await stop_venue(server, task)
+
+
+async def start_venue(
+    config: VenueConfig, port: int, *, graceful_s: float = 2
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Serve a sim venue with ``config`` on 127.0.0.1:``port`` in this event loop; returns once it listens."""
     server = uvicorn.Server(
         uvicorn.Config(
             create_venue_app(config),
@@ -157,22 +170,20 @@ async def sim_venue(*, signed: bool = False, extra_accounts: int = 0) -> AsyncIt
             log_config=None,
             lifespan="on",
             # Uvicorn otherwise waits without limit for open connections to finish at shutdown.
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=graceful_s,
         )
     )
     task = asyncio.create_task(server.serve())
     for _ in range(200):  # bounded: 10 s
         if server.started:
-            break
+            return server, task
         if task.done():
             task.result()
         await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the sim venue did not start")
-    harness = SimHarness(f"http://127.0.0.1:{port}", signed=signed)
-    try:
-        yield harness
-    finally:
-        await harness.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+    raise AssertionError("the sim venue did not start")
+
+
+async def stop_venue(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    """Stop a venue :func:`start_venue` started (bounded: 10 s)."""
+    server.should_exit = True
+    await asyncio.wait_for(task, timeout=10)

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Coroutine
 from decimal import Decimal
 
 import pytest
-import uvicorn
 
 from brokerlink.brokers.backoff import Backoff
 from brokerlink.brokers.base import AdapterConfig, BrokerRateLimited, Credentials, OrderRequest
@@ -21,10 +20,10 @@ from brokerlink.brokers.limits import OPTION_ACCOUNT_LIMITS, BrokerLimiter, Rate
 from brokerlink.brokers.sim.adapter import SIM_LIMITS, SimAdapter, StreamSettings
 from brokerlink.brokers.sim.client import SimClient
 from brokerlink.brokers.sim.gate import DEFAULT_RATE_LIMITS, RateLimitRule
-from brokerlink.brokers.sim.venue import AccountConfig, VenueConfig, create_venue_app
+from brokerlink.brokers.sim.venue import AccountConfig, VenueConfig
 from brokerlink.brokers.sim.wire import AccountBody
 from brokerlink.domain.enums import OrderType, Side
-from tests.contract.harness import free_port
+from tests.contract.harness import free_port, start_venue, stop_venue
 
 pytestmark = pytest.mark.e2e
 
@@ -58,30 +57,11 @@ async def limited_venue(*, per_second: int, accounts: int) -> AsyncIterator[str]
         ),
     )
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_venue_app(config),
-            host="127.0.0.1",
-            port=port,
-            log_config=None,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):  # bounded: 10 s
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the sim venue did not start")
+    server, task = await start_venue(config, port)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
+        await stop_venue(server, task)
 
 
 def adapter(base_url: str, n: int) -> SimAdapter:

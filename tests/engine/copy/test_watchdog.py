@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import uvicorn
 
-from brokerlink.brokers.sim.venue import VenueConfig, create_venue_app
+from brokerlink.brokers.sim.venue import VenueConfig
 from brokerlink.brokers.sim.venue.config import AccountConfig
 from brokerlink.bus.memory import MemoryEventBus
 from brokerlink.domain.copy import CopyEvent, CopyEventKind, IntentAction, StrategyVisibility, SubscriptionStatus
@@ -36,7 +36,7 @@ from brokerlink.store.repositories.copy_events import CopyEventRepository
 from brokerlink.store.repositories.positions import PositionRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
 from brokerlink.store.repositories.users import UserRepository
-from tests.contract.harness import SimHarness, free_port, sim_venue
+from tests.contract.harness import SimHarness, free_port, sim_venue, start_venue, stop_venue
 from tests.engine.copy.test_engine import eventually
 from tests.links_fixtures import LinksFactory
 
@@ -59,28 +59,12 @@ class ProviderVenue:
             instrument_set="fx", seed=11, mode="test", tick_interval_s=0.05, heartbeat_interval_s=1.0,
             accounts=(AccountConfig(account_id="SIM-CONF", api_key="conf-key", api_secret="conf-secret"),),
         )  # fmt: skip
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_venue_app(config), host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
-                timeout_graceful_shutdown=1,
-            )
-        )  # fmt: skip
-        task = asyncio.create_task(server.serve())
-        for _ in range(200):  # bounded: 10 s
-            if server.started:
-                break
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the provider's venue did not start")
-        self._server, self._task = server, task
+        self._server, self._task = await start_venue(config, self.port, graceful_s=1)
 
     async def stop(self) -> None:
         if self._server is None or self._task is None:
             return
-        self._server.should_exit = True
-        await asyncio.wait_for(self._task, timeout=10)
+        await stop_venue(self._server, self._task)
         self._server = self._task = None
 
 
