@@ -55,6 +55,32 @@ class Settings(BaseSettings):
         default=False,
         description="Let the periodic reconciliation repair: close orphan copies, shrink links that claim too much.",
     )
+    rate_limit_enabled: bool = Field(default=True, description="Apply the API rate limits (ADR 0014).")
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        default="memory",
+        description="Where rate-limit counters live: this process, or redis_url (shared by every process).",
+    )
+    rate_limit_key_prefix: str = Field(
+        default="brokerlink-rl", min_length=1, max_length=64, description="Prefix of the rate-limit keys in Redis."
+    )
+    rate_limit_user: str = Field(
+        default="50/second;1500/minute",
+        description="Weighted requests per signed-in user, in the limits library's notation.",
+    )
+    rate_limit_client: str = Field(
+        default="50/second;1500/minute", description="Weighted requests per OAuth client (all its users together)."
+    )
+    rate_limit_ip: str = Field(
+        default="20/second;600/minute", description="Weighted requests per IP address of anonymous requests."
+    )
+    rate_limit_orders: str = Field(
+        default="5/second;120/minute",
+        description="Order placements per user and account (velocity cap), on top of the request limits.",
+    )
+    rate_limit_ws_connections: int = Field(default=5, ge=1, description="Open WebSocket connections per principal.")
+    rate_limit_ws_messages: str = Field(
+        default="20/second", description="Messages a client may send on one WebSocket connection."
+    )
     vault_key: SecretStr | None = Field(
         default=None,
         description="The vault's key-encryption key, 'key_id:base64key' (32 bytes); unset: vault_key_file holds keys.",
@@ -62,6 +88,28 @@ class Settings(BaseSettings):
     vault_key_file: Path | None = Field(
         default=None, description="JSON file of the vault's key-encryption keys; default data_dir/vault-keys.json."
     )
+    mfa_issuer: str = Field(
+        default="brokerlink", min_length=1, max_length=64, description="The issuer name authenticator apps show."
+    )
+    mfa_challenge_seconds: int = Field(
+        default=300, ge=30, le=3600, description="How long a sign-in may wait at the MFA step before it starts over."
+    )
+    mfa_step_up_seconds: int = Field(
+        default=600, ge=30, description="Sensitive actions need an MFA check at most this many seconds old."
+    )
+    require_mfa_for_linking: bool = Field(
+        default=True, description="Linking a broker account needs MFA enrolled and verified recently."
+    )
+    login_lockout_threshold: int = Field(
+        default=5, ge=1, description="Failed sign-ins (per account, per IP) within the window before a lockout."
+    )
+    login_lockout_window_seconds: int = Field(
+        default=900, ge=60, description="The window in which failed sign-ins are counted."
+    )
+    login_lockout_base_seconds: int = Field(
+        default=60, ge=1, description="The first lockout's length; each further failure doubles it."
+    )
+    login_lockout_max_seconds: int = Field(default=900, ge=1, description="The longest lockout.")
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from brokerlink.app.factory import create_app
 from brokerlink.config import Settings
 from brokerlink.kit.clock import ManualClock
+from tests.api.mfa_support import enrol_totp
 from tests.api.support import PASSWORD, ClientFactory, asgi_client, running, with_csrf
 from tests.contract.harness import SimHarness, sim_venue
 
@@ -35,6 +36,10 @@ def settings(tmp_path: Path) -> Settings:
         log_level="warning",
         log_format="console",
         max_body_bytes=64 * 1024,
+        # The suite's clients make bursts of requests (enrolment, linking, paging); the limits' own
+        # tests (test_ratelimit.py) set theirs.
+        rate_limit_user="1000/second",
+        rate_limit_ip="1000/second",
     )
 
 
@@ -61,19 +66,30 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def make_client(app: Litestar, client: httpx.AsyncClient) -> AsyncIterator[ClientFactory]:
+async def make_client(
+    app: Litestar, client: httpx.AsyncClient, clock: ManualClock, request: pytest.FixtureRequest
+) -> AsyncIterator[ClientFactory]:
     """``await make_client("bob@example.com")``: a client signed in as a newly registered user.
 
-    Each client has its own cookie jar over the same running app (the ``client`` fixture runs its lifespan).
+    Each client has its own cookie jar over the same running app (the ``client`` fixture runs its
+    lifespan). With ``mfa=True`` the user also enrols TOTP, so the session has just verified MFA and
+    may link broker accounts (``require_mfa_for_linking``); :func:`~tests.api.mfa_support.authenticator`
+    gives the client's authenticator. The default is ``True`` in tests that run a sim venue (they
+    link accounts) and ``False`` elsewhere.
     """
+    mfa_by_default = "venue" in request.fixturenames
     opened: list[httpx.AsyncClient] = []
 
-    async def factory(email: str = "alice@example.com", name: str = "Alice") -> httpx.AsyncClient:
+    async def factory(
+        email: str = "alice@example.com", name: str = "Alice", *, mfa: bool | None = None
+    ) -> httpx.AsyncClient:
         c = asgi_client(app)
         opened.append(c)
         await with_csrf(c)
         response = await c.post("/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": name})
         assert response.status_code == 201, response.text
+        if mfa_by_default if mfa is None else mfa:
+            await enrol_totp(c, clock)
         return c
 
     yield factory

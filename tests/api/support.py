@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from brokerlink.domain.enums import AccountMode
 from brokerlink.domain.models import Account
 from brokerlink.kit.ids import new_id
+from brokerlink.security.totp import TOTP_SECRET_PURPOSE
 from brokerlink.store.db import Database
 from brokerlink.store.models import (
     AccountRow,
@@ -174,12 +175,18 @@ async def link_account(app: Litestar, email: str, name: str) -> tuple[str, str]:
 
 
 async def table_counts(app: Litestar) -> dict[str, int]:
+    """Rows per table. ``vault_secrets`` counts broker credentials only: the TOTP secrets of users
+    enrolled in MFA (``make_client(mfa=True)``) are counted apart, as ``vault_secrets:totp_secret``."""
     database: Database = app.state.db
     async with database.session() as s:
-        return {
+        counts: dict[str, int] = {
             t.name: (await s.execute(select(func.count()).select_from(t))).scalar_one()
             for t in Base.metadata.sorted_tables
         }
+        totp = select(func.count()).select_from(VaultSecretRow).where(VaultSecretRow.purpose == TOTP_SECRET_PURPOSE)
+        counts["vault_secrets:totp_secret"] = (await s.execute(totp)).scalar_one()
+    counts["vault_secrets"] -= counts["vault_secrets:totp_secret"]
+    return counts
 
 
 async def snapshot(app: Litestar) -> tuple[dict[str, int], list[tuple[str, ...]]]:

@@ -162,8 +162,8 @@ async def test_the_directory_pages_by_cursor(
             break
         after = f"&after={page['next_after']}"
     assert seen == ids[::-1]
-    # As on every list (SECURITY.md 27 asks for 400 or 413: the whole API answers 422 here today).
-    assert assert_problem(await alice.get("/v1/strategies/public?limit=501"), 422, "invalid_input")["errors"]
+    # As on every list: a page larger than the cap is a 400 (SECURITY.md 27).
+    assert_problem(await alice.get("/v1/strategies/public?limit=501"), 400, "page_size_too_large")
 
 
 async def test_a_provider_changes_and_closes_a_strategy(

@@ -17,12 +17,16 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar
+from sqlalchemy import select
 
 from brokerlink.domain.copy import StrategyVisibility
 from brokerlink.engine.copy.manage import create_strategy
+from brokerlink.kit.clock import ManualClock
 from brokerlink.store.db import Database
+from brokerlink.store.models import RecoveryCodeRow, SessionRow, TotpCredentialRow
 from brokerlink.store.repositories.copy_symbol_pauses import CopySymbolPauseRepository
 from brokerlink.store.repositories.users import UserRepository
+from tests.api.mfa_support import Authenticator, authenticator
 from tests.api.support import (
     MARKET_ORDER,
     PASSWORD,
@@ -42,6 +46,10 @@ ACCOUNT_ID = "<account_id>"
 """Stands for Alice's linked account (see :func:`valid_body`)."""
 FOLLOWABLE = "<followable strategy id>"
 """Stands for a strategy of Bob's that Alice does not follow yet (see :func:`copy_ids`)."""
+TOTP_CODE = "<totp code>"
+"""Stands for a code of Alice's authenticator that was not used yet (see :func:`path_ids`)."""
+PENDING_TOTP_CODE = "<pending totp code>"
+"""Stands for a code of the authenticator Alice is enrolling (see :func:`path_ids`)."""
 SUBSCRIPTION = "/v1/subscriptions/{subscription_id}"
 
 # A valid body per JSON write route, and the status it gets. Each case below breaks it in one way.
@@ -62,6 +70,10 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", f"{SUBSCRIPTION}/settings"): {"sizing": "fixed_qty", "fixed_qty": "0.02"},
     ("POST", f"{SUBSCRIPTION}/stop"): {"close_copies": True},
     ("POST", f"{SUBSCRIPTION}/reconciliation"): {"repair": True},
+    # Alice is enrolled in MFA (tests with a venue are: linking needs it).
+    ("POST", "/v1/auth/mfa"): {"code": TOTP_CODE},
+    ("POST", "/v1/me/mfa/totp/confirm"): {"code": PENDING_TOTP_CODE},
+    ("DELETE", "/v1/me/mfa/totp"): {"code": TOTP_CODE},
 }
 ACCEPTED_WITH = {
     ("POST", "/v1/auth/register"): 201,
@@ -75,6 +87,9 @@ ACCEPTED_WITH = {
     ("PUT", f"{SUBSCRIPTION}/settings"): 200,
     ("POST", f"{SUBSCRIPTION}/stop"): 200,
     ("POST", f"{SUBSCRIPTION}/reconciliation"): 200,
+    ("POST", "/v1/auth/mfa"): 200,
+    ("POST", "/v1/me/mfa/totp/confirm"): 200,
+    ("DELETE", "/v1/me/mfa/totp"): 204,
 }
 # Headers a valid request needs besides its body: replacing settings needs the ETag read (a fresh
 # subscription is at version 1).
@@ -86,6 +101,11 @@ OPTIONAL_BODY = {("POST", f"{SUBSCRIPTION}/stop")}
 VALID_FORMS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/login"): {"email": "alice@example.com", "password": PASSWORD},
     ("POST", "/register"): {"email": "new@example.com", "password": PASSWORD, "display_name": "New"},
+    # Well-formed but wrong codes: each page answers with a redirect (back where the user was headed,
+    # or to the security page with a notice), which is what the form tests expect of a valid form.
+    ("POST", "/login/mfa"): {"code": "123456", "next": "/"},
+    ("POST", "/account/security/totp/confirm"): {"code": "123456"},
+    ("POST", "/account/security/totp/disable"): {"code": "123456"},
 }
 # Write routes that take no body: a body in the wrong media type is still refused.
 BODILESS = {
@@ -97,7 +117,11 @@ BODILESS = {
     ("POST", f"{SUBSCRIPTION}/resume"),
     ("POST", f"{SUBSCRIPTION}/close-only"),
     ("DELETE", f"{SUBSCRIPTION}/paused-symbols/{{symbol}}"),
+    ("POST", "/v1/me/mfa/totp"),
+    ("POST", "/account/security/totp"),
 }
+# Routes that need an enrolment of Alice's waiting for confirmation.
+NEEDS_PENDING_TOTP = {("POST", "/v1/me/mfa/totp/confirm")}
 # Routes that need Alice's strategy, her subscription to one of Bob's, or another strategy of Bob's.
 NEEDS_COPY_IDS = {
     ("PATCH", "/v1/strategies/{strategy_id}"),
@@ -125,13 +149,34 @@ def write_routes(app: Litestar) -> list[tuple[str, str]]:
 
 def valid_body(route: tuple[str, str], venue: SimHarness, path_ids: dict[str, str]) -> dict[str, Any]:
     """The route's valid body, pointed at the running venue and at the objects the test made."""
-    values = {BASE_URL: venue.base_url, ACCOUNT_ID: path_ids["account_id"], FOLLOWABLE: path_ids.get(FOLLOWABLE)}
+    values = {
+        BASE_URL: venue.base_url,
+        ACCOUNT_ID: path_ids["account_id"],
+        FOLLOWABLE: path_ids.get(FOLLOWABLE),
+        TOTP_CODE: path_ids.get(TOTP_CODE),
+        PENDING_TOTP_CODE: path_ids.get(PENDING_TOTP_CODE),
+    }
     return {k: values[v] if isinstance(v, str) and v in values else v for k, v in VALID_BODIES[route].items()}
 
 
+async def mfa_rows(app: Litestar) -> list[tuple[str, ...]]:
+    """The MFA state: authenticators (status, last step), recovery codes (used or not), sessions' MFA columns."""
+    database: Database = app.state.db
+    async with database.session() as s:
+        rows: list[tuple[str, ...]] = [
+            ("totp", t.id, t.status, str(t.last_step)) for t in await s.scalars(select(TotpCredentialRow))
+        ]
+        rows += [("recovery", r.id, str(r.used_at)) for r in await s.scalars(select(RecoveryCodeRow))]
+        rows += [
+            ("session", x.id, str(x.mfa_pending), str(x.mfa_at), str(x.revoked_at))
+            for x in await s.scalars(select(SessionRow))
+        ]
+    return sorted(rows)
+
+
 async def state(app: Litestar) -> tuple[Any, ...]:
-    """Everything a write could change: :func:`snapshot` and the copy-trading rows."""
-    return await snapshot(app), await copy_rows(app)
+    """Everything a write could change: :func:`snapshot`, the copy-trading rows and the MFA state."""
+    return await snapshot(app), await copy_rows(app), await mfa_rows(app)
 
 
 def test_every_write_route_has_a_case(app: Litestar) -> None:
@@ -165,10 +210,24 @@ def account_id(linked: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-def path_ids(request: pytest.FixtureRequest, linked: dict[str, Any]) -> dict[str, str]:
+async def mfa_codes(request: pytest.FixtureRequest, alice: httpx.AsyncClient, clock: ManualClock) -> dict[str, str]:
+    """A code of Alice's authenticator for the next 30-second step (the current one was spent
+    confirming it), and for the routes that need one, an enrolment waiting for confirmation."""
+    codes = {TOTP_CODE: authenticator(alice).code(clock, steps_ahead=1)}
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("route") in NEEDS_PENDING_TOTP:
+        started = await alice.post("/v1/me/mfa/totp")
+        assert started.status_code == 201, started.text
+        codes[PENDING_TOTP_CODE] = Authenticator(secret=started.json()["secret"]).code(clock, steps_ahead=1)
+    return codes
+
+
+@pytest.fixture
+def path_ids(request: pytest.FixtureRequest, linked: dict[str, Any], mfa_codes: dict[str, str]) -> dict[str, str]:
     """Values for the path parameters of the write routes (and the copy-trading objects, for the
-    routes that need them: made only for those, since they take a user and several requests)."""
-    ids = {"account_id": linked["account"]["id"], "connection_id": linked["connection"]["id"]}
+    routes that need them: made only for those, since they take a user and several requests), and
+    the MFA codes of :func:`mfa_codes`."""
+    ids = {"account_id": linked["account"]["id"], "connection_id": linked["connection"]["id"]} | mfa_codes
     callspec = getattr(request.node, "callspec", None)
     if callspec is not None and callspec.params.get("route") in NEEDS_COPY_IDS:
         ids |= request.getfixturevalue("copy_ids")
@@ -351,4 +410,4 @@ async def test_bodiless_write_routes_work_without_a_body(
     """Guards the test above: the 415 is for the body, not for the request."""
     method, template = route
     r = await alice.request(method, template.format(**path_ids, order_id=resting_order_id))
-    assert r.status_code in {200, 204, 303}, r.text
+    assert r.status_code in {200, 201, 204, 303}, r.text

@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from pydantic import SecretStr
 
 from brokerlink.app.factory import create_app
 from brokerlink.config import Settings
+from brokerlink.security.totp import code_at, time_step
 from tests.contract.harness import SimHarness, sim_venue
 from tests.e2e.test_demo import BIN, free_port, wait_healthy
 
@@ -201,6 +203,9 @@ async def sign_up_and_link(api: APIRequestContext, server: str, venue: SimHarnes
         return await response.json()
 
     await call("POST", "/v1/auth/register", {"email": "t@example.com", "password": PASSWORD, "display_name": "T"})
+    # Linking needs MFA verified recently: enrolling an authenticator counts as the check.
+    secret = (await call("POST", "/v1/me/mfa/totp"))["secret"]
+    await call("POST", "/v1/me/mfa/totp/confirm", {"code": code_at(secret, time_step(datetime.now(UTC)))})
     link = {
         "broker": "sim",
         "label": "Sim FX",

@@ -20,6 +20,9 @@ from litestar.template import TemplateConfig
 
 from brokerlink import __version__
 from brokerlink.api.accounts.routes import accounts_router, connections_router
+from brokerlink.api.auth.lockout import STATE_KEY as LOCKOUT_STATE_KEY
+from brokerlink.api.auth.lockout import LoginLockout
+from brokerlink.api.auth.mfa import mfa_router
 from brokerlink.api.auth.middleware import SessionAuthMiddleware
 from brokerlink.api.auth.routes import auth_router, me
 from brokerlink.api.copy.reconcile import reconciliation_router
@@ -33,12 +36,14 @@ from brokerlink.api.deps import (
     provide_settings,
 )
 from brokerlink.api.guards import require_json_body
+from brokerlink.api.hardening import HardeningMiddleware
 from brokerlink.api.health import healthz, readyz
 from brokerlink.api.openapi import openapi_document
 from brokerlink.api.problems import EXCEPTION_HANDLERS
+from brokerlink.api.ratelimit import RateLimiter, RateLimitMiddleware
 from brokerlink.api.trading.routes import account_trading_router, orders_router
 from brokerlink.app.demo_bot import DemoBot
-from brokerlink.app.middleware import RequestContextMiddleware, SecurityHeadersMiddleware
+from brokerlink.app.middleware import RequestContextMiddleware
 from brokerlink.bus.base import EventBus
 from brokerlink.bus.factory import create_bus
 from brokerlink.config import Settings
@@ -67,6 +72,8 @@ def create_app(
     clock = clock or SystemClock()
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
+    rate_limiter = RateLimiter.from_settings(settings)
+    lockout = LoginLockout.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -105,6 +112,8 @@ def create_app(
             if bus is None:
                 await event_bus.close()
             await database.dispose()
+            await rate_limiter.close()
+            await lockout.close()
             _log.info("stopped")
 
     v1 = Router(
@@ -112,6 +121,7 @@ def create_app(
         route_handlers=[
             auth_router,
             me,
+            mfa_router,
             accounts_router,
             account_trading_router,
             connections_router,
@@ -134,7 +144,7 @@ def create_app(
             ),
         ],
         lifespan=[lifespan],
-        state=State({"settings": settings, "clock": clock}),
+        state=State({"settings": settings, "clock": clock, "rate_limiter": rate_limiter, LOCKOUT_STATE_KEY: lockout}),
         dependencies={
             "db": Provide(provide_db_session),
             "principal": Provide(provide_principal, sync_to_thread=False),
@@ -143,7 +153,10 @@ def create_app(
             "links": Provide(provide_links, sync_to_thread=False),
             "copy_engine": Provide(provide_copy, sync_to_thread=False),
         },
-        middleware=[DefineMiddleware(SessionAuthMiddleware, exclude_from_auth_key="exclude_from_auth")],
+        middleware=[
+            DefineMiddleware(SessionAuthMiddleware, exclude_from_auth_key="exclude_from_auth"),
+            DefineMiddleware(RateLimitMiddleware, limiter=rate_limiter),  # after auth: it keys by the principal
+        ],
         csrf_config=CSRFConfig(
             secret=settings.effective_secret_key,
             cookie_name="brokerlink_csrf",
@@ -173,5 +186,7 @@ def create_app(
     )
     # Litestar's middleware runs only for matched routes; these two must also cover 404s and 405s,
     # so they wrap the whole ASGI handler instead.
-    app.asgi_handler = RequestContextMiddleware(SecurityHeadersMiddleware(app.asgi_handler))
+    app.asgi_handler = RequestContextMiddleware(
+        HardeningMiddleware(app.asgi_handler, max_body_bytes=settings.max_body_bytes)
+    )
     return app

@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -119,6 +120,11 @@ class SessionRow(Base):
     revoked_at: Mapped[datetime | None]
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(512))
+    # MFA (migration 0005): a session signed in with the password of a user with MFA waits at the
+    # MFA step (``mfa_pending``: it reaches nothing but that step); ``mfa_at`` is when this session
+    # last verified a TOTP or recovery code, which step-up checks compare against.
+    mfa_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    mfa_at: Mapped[datetime | None]
 
 
 class BrokerConnectionRow(Base):
@@ -598,3 +604,44 @@ class CopySymbolPauseRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     paused_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class TotpCredentialRow(Base):
+    """A user's TOTP authenticator: ``pending`` until a first code confirms it, then ``active``.
+
+    At most one of each per user: a re-enrolment is pending beside the active one and replaces it
+    when confirmed. The shared secret is in the vault (``secret_id``), sealed with this row's id as
+    associated data; nothing here can produce a code. ``last_step`` is the highest TOTP time step
+    accepted, so a code (or an older one) is never accepted twice.
+    """
+
+    __tablename__ = "mfa_totp"
+    __table_args__ = (
+        UniqueConstraint("user_id", "status"),
+        CheckConstraint("status IN ('pending', 'active')", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(ENUM)
+    secret_id: Mapped[str] = mapped_column(ID)
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+
+
+class RecoveryCodeRow(Base):
+    """One single-use recovery code of a user, as a salted SHA-256 (the code itself is shown once).
+
+    Codes belong to the authenticator they were issued with and go when it goes.
+    """
+
+    __tablename__ = "mfa_recovery_codes"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    totp_id: Mapped[str] = mapped_column(ID, ForeignKey("mfa_totp.id", ondelete="CASCADE"), index=True)
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, get, post
@@ -17,15 +18,19 @@ from litestar.status_codes import HTTP_303_SEE_OTHER
 
 from brokerlink import __version__
 from brokerlink.api.auth.cookies import sign_in, sign_out
+from brokerlink.api.auth.lockout import account_subject, ip_subject, lockout_of
+from brokerlink.api.auth.mfa import needs_mfa, start_mfa_challenge
+from brokerlink.api.auth.middleware import MFA_CHALLENGE_OPT
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
 from brokerlink.api.guards import require_form_body
 from brokerlink.domain.models import Balance, Order, Position
-from brokerlink.kit.errors import BrokerlinkError, InvalidCredentials
+from brokerlink.kit.errors import BrokerlinkError, InvalidCredentials, RateLimited
 from brokerlink.security.users import UserService
 from brokerlink.store.repositories.accounts import AccountListing, AccountRepository
 from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 from brokerlink.store.repositories.users import UserRepository
+from brokerlink.web.mfa import mfa_pages
 
 PUBLIC = {"exclude_from_auth": True}
 DASHBOARD_ORDERS = 20
@@ -137,9 +142,16 @@ async def login_submit(
     clock: AppClock,
 ) -> Template | Redirect:
     """Check the credentials; on success set the session cookie and go where the user was headed."""
+    lockout = lockout_of(request.app.state, settings)
+    account, ip = account_subject(data.email), ip_subject(request)
     try:
-        user = await UserService(db, clock).authenticate(data.email, data.password)
-    except InvalidCredentials as exc:
+        await lockout.check(account, ip)
+        try:
+            user = await UserService(db, clock).authenticate(data.email, data.password)
+        except InvalidCredentials:
+            await lockout.failed(account, ip)
+            raise
+    except (InvalidCredentials, RateLimited) as exc:
         context = {
             "next": safe_next(data.next),
             "email": data.email,
@@ -147,9 +159,16 @@ async def login_submit(
             "version": __version__,
             "allow_registration": settings.allow_registration,
         }
+        if isinstance(exc, RateLimited):
+            return Template(template_name="login.html", context=context, status_code=429, headers=exc.headers)
         # 200, not 401: a 401 must carry WWW-Authenticate, and a cookie form has no such scheme.
         return Template(template_name="login.html", context=context)
-    _, cookie = await sign_in(request, db, settings, clock, user)
+    issued, cookie = await sign_in(request, db, settings, clock, user)
+    if await needs_mfa(db, user.id):
+        await start_mfa_challenge(db, settings, clock, issued)
+        target = "/login/mfa?" + urlencode({"next": safe_next(data.next)})
+        return Redirect(path=target, status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
+    await lockout.succeeded(account)
     return Redirect(path=safe_next(data.next), status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
 
@@ -186,7 +205,7 @@ async def register_submit(
     return Redirect(path="/", status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
 
-@post("/logout", include_in_schema=False, before_request=require_form_body)
+@post("/logout", opt={MFA_CHALLENGE_OPT: True}, include_in_schema=False, before_request=require_form_body)
 async def logout_submit(
     request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
 ) -> Redirect:
@@ -195,4 +214,4 @@ async def logout_submit(
     return Redirect(path="/login", status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
 
-web_routes = [dashboard, login_page, login_submit, register_page, register_submit, logout_submit]
+web_routes = [dashboard, login_page, login_submit, register_page, register_submit, logout_submit, *mfa_pages]

@@ -19,6 +19,7 @@ from brokerlink.api.accounts.schemas import (
     ConnectionResponse,
     LinkResponse,
 )
+from brokerlink.api.auth.mfa import require_recent_mfa
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
 from brokerlink.engine.links.service import NewLink
 from brokerlink.kit.errors import InvalidInput, NotFound
@@ -80,13 +81,20 @@ async def get_connection(connection_id: ConnectionId, principal: CurrentPrincipa
     return ConnectionResponse.of(row)
 
 
-@post("/", summary="Link a broker account", status_code=201)
+@post(
+    "/",
+    summary="Link a broker account",
+    status_code=201,
+    # Linking hands brokerlink the keys to a brokerage account: MFA verified within the step-up window.
+    guards=[require_recent_mfa(enrolment_optional=lambda settings: not settings.require_mfa_for_linking)],
+)
 async def create_connection(
     data: JSONBody[ConnectionCreate], principal: CurrentPrincipal, db: DbSession, links: Links
 ) -> LinkResponse:
     """Connect with the credentials (422 if the broker refuses them, 503 if it cannot be reached);
     only then store the connection, its sealed credentials and the account. Needs a full user
-    session: a third-party grant cannot link accounts."""
+    session that verified MFA recently (403 ``mfa_required``; 403 ``mfa_enrollment_required`` for a
+    user without MFA): a third-party grant cannot link accounts."""
     if principal.account_ids is not None:
         raise NotFound("not found")
     label = data.label.strip()

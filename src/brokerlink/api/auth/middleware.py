@@ -7,8 +7,10 @@ checkout and one transaction, not two.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -18,9 +20,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.config import Settings
 from brokerlink.kit.clock import Clock
 from brokerlink.security.sessions import SessionService
+from brokerlink.security.totp import MfaPending
 from brokerlink.store.db import Database
+from brokerlink.store.models import SessionRow
 
 REQUEST_DB_SESSION = "brokerlink.db_session"
+REQUEST_SESSION_MFA = "brokerlink.session_mfa"
+MFA_CHALLENGE_OPT = "mfa_challenge"
+"""Route ``opt`` key: a session held at the MFA step of its sign-in may call this route (and no other)."""
+
+
+class SessionMfa(msgspec.Struct, frozen=True):
+    """The MFA state of the request's session: held at the MFA step, and when it last verified MFA."""
+
+    pending: bool
+    verified_at: datetime | None
+
+
+def session_mfa(scope: Scope) -> SessionMfa | None:
+    """The MFA state of the session that authenticated this request, if a session did."""
+    mfa = scope.get("state", {}).get(REQUEST_SESSION_MFA)
+    return mfa if isinstance(mfa, SessionMfa) else None
 
 
 def request_db_session(scope: Scope) -> AsyncSession | None:
@@ -59,5 +79,12 @@ class SessionAuthMiddleware(AbstractAuthenticationMiddleware):
         principal = await SessionService(db, settings, clock).resolve(token)
         if principal is None:
             raise NotAuthorizedException
+        # Already in the session's identity map (resolve loaded it): no second query.
+        row = await db.get(SessionRow, principal.session_id) if principal.session_id else None
+        mfa = SessionMfa(pending=bool(row and row.mfa_pending), verified_at=row.mfa_at if row else None)
+        handler = connection.scope.get("route_handler")
+        if mfa.pending and not (handler is not None and handler.opt.get(MFA_CHALLENGE_OPT)):
+            raise MfaPending("finish signing in: send a TOTP or recovery code to POST /v1/auth/mfa")
+        connection.scope["state"][REQUEST_SESSION_MFA] = mfa
         connection.scope["state"]["user_id"] = principal.user_id  # for the access log
         return AuthenticationResult(user=principal, auth=principal.session_id)

@@ -10,9 +10,12 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from litestar.utils.scope.state import ScopeState
 
 from brokerlink.api.auth.cookies import sign_in, sign_out
+from brokerlink.api.auth.lockout import account_subject, ip_subject, lockout_of
+from brokerlink.api.auth.mfa import MfaChallengeResponse, needs_mfa, start_mfa_challenge, verify_mfa
+from brokerlink.api.auth.middleware import MFA_CHALLENGE_OPT
 from brokerlink.api.auth.schemas import CsrfResponse, LoginRequest, RegisterRequest, SessionResponse, UserResponse
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
-from brokerlink.kit.errors import Forbidden, NotFound
+from brokerlink.kit.errors import Forbidden, InvalidCredentials, NotFound
 from brokerlink.security.users import UserService
 from brokerlink.store.models import UserRow
 from brokerlink.store.repositories.users import UserRepository
@@ -49,13 +52,31 @@ async def register(
 @post("/login", status_code=HTTP_200_OK, opt=PUBLIC, summary="Sign in")
 async def login(
     request: Request[Any, Any, Any], data: JSONBody[LoginRequest], db: DbSession, settings: AppSettings, clock: AppClock
-) -> Response[SessionResponse]:
-    """Check email and password and start a session (cookie). Failure is always the same 401."""
-    user = await UserService(db, clock).authenticate(data.email, data.password)
-    return await _signed_in(request, db, settings, clock, user)
+) -> Response[SessionResponse | MfaChallengeResponse]:
+    """Check email and password and start a session (cookie). Failure is always the same 401.
+
+    A user with MFA gets a session held at the MFA step instead (``mfa_required: true``): it reaches
+    nothing but ``POST /v1/auth/mfa``. Repeated failures lock the account and the IP out for a while
+    (429 with ``Retry-After``), checked before the password is.
+    """
+    lockout = lockout_of(request.app.state, settings)
+    account, ip = account_subject(data.email), ip_subject(request)
+    await lockout.check(account, ip)
+    try:
+        user = await UserService(db, clock).authenticate(data.email, data.password)
+    except InvalidCredentials:
+        await lockout.failed(account, ip)
+        raise
+    if await needs_mfa(db, user.id):
+        issued, cookie = await sign_in(request, db, settings, clock, user)
+        expires_at = await start_mfa_challenge(db, settings, clock, issued)
+        return Response(MfaChallengeResponse(expires_at=expires_at), cookies=[cookie])
+    await lockout.succeeded(account)
+    response = await _signed_in(request, db, settings, clock, user)
+    return Response(response.content, cookies=response.cookies)
 
 
-@post("/logout", status_code=HTTP_204_NO_CONTENT, summary="Sign out")
+@post("/logout", status_code=HTTP_204_NO_CONTENT, opt={MFA_CHALLENGE_OPT: True}, summary="Sign out")
 async def logout(
     request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
 ) -> Response[None]:
@@ -82,4 +103,4 @@ async def me(principal: CurrentPrincipal, db: DbSession) -> UserResponse:
     return UserResponse.of(user)
 
 
-auth_router = Router(path="/auth", route_handlers=[register, login, logout, csrf_token], tags=["auth"])
+auth_router = Router(path="/auth", route_handlers=[register, login, logout, csrf_token, verify_mfa], tags=["auth"])
