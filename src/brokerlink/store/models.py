@@ -606,6 +606,23 @@ class CopySymbolPauseRow(Base):
     updated_at: Mapped[datetime]
 
 
+class CopyEquityPeakRow(Base):
+    """A subscription's highest follower equity seen in its current drawdown period (the drawdown guard's base).
+
+    ``period_start`` is the UTC start of the period the peak belongs to (``engine.copy.guards.period_start``);
+    a reading in a later period starts a new peak. Sampled at every signal and periodically by the engine.
+    """
+
+    __tablename__ = "copy_equity_peaks"
+
+    subscription_id: Mapped[str] = mapped_column(
+        ID, ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime]
+    peak_equity: Mapped[Decimal]
+    updated_at: Mapped[datetime]
+
+
 class TotpCredentialRow(Base):
     """A user's TOTP authenticator: ``pending`` until a first code confirms it, then ``active``.
 

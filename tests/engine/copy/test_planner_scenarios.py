@@ -387,10 +387,15 @@ def test_copy_stop_loss_and_drawdown_guard() -> None:
     # Closes still go out.
     held = follower(stop, start_equity=D(10_000), equity=D(8_000), link=link(Side.BUY, "0.40"))
     assert opened(plan(signal("0.40", "0"), held)) == (IntentAction.CLOSE, Side.SELL, D("0.40"))
-    # The drawdown guard measures from the start for now (the period's peak is not tracked): 10% of 10,000.
+    # Without a tracked peak the drawdown guard measures from the start: 10% of 10,000.
     drawdown = CopySettings(sizing=SizingMode.MULTIPLIER, multiplier=D(1), max_drawdown_pct=D(10))
     down = follower(drawdown, start_equity=D(10_000), equity=D(9_000))
     assert skipped(plan(signal("0", "0.40"), down)) is SkipReason.DRAWDOWN_GUARD
+    # With the period's peak (12,000 this day), 10% down is 10,800: above the start, and still tripped.
+    off_peak = follower(drawdown, start_equity=D(10_000), equity=D(10_800), period_peak_equity=D(12_000))
+    assert skipped(plan(signal("0", "0.40"), off_peak)) is SkipReason.DRAWDOWN_GUARD
+    near_peak = follower(drawdown, start_equity=D(10_000), equity=D(10_801), period_peak_equity=D(12_000))
+    assert only(plan(signal("0", "0.40"), near_peak)).qty == D("0.40")
 
 
 def test_a_disconnected_follower_skips_opens_and_still_closes() -> None:

@@ -68,6 +68,8 @@ class Follower(msgspec.Struct, frozen=True, kw_only=True):
     """Whether the follower's account is connected now: opens need it, closes are planned regardless."""
     equity: Decimal | None = None
     start_equity: Decimal | None = None
+    period_peak_equity: Decimal | None = None
+    """The highest equity seen in the current drawdown period (this reading included), when tracked."""
     open_positions: int = 0
     exposures: Mapping[str, Decimal] = msgspec.field(default_factory=dict)
     """Notional held per follower symbol (in the account currency): what the exposure caps count."""
@@ -252,5 +254,6 @@ def _opening_side(signal: Signal) -> Side:
 def _equity(follower: Follower) -> Skip | None:
     if follower.start_equity is None or follower.equity is None:
         return None
-    # The period's peak is not tracked yet: the drawdown guard measures from the subscription's start.
-    return equity_guard(follower.settings, follower.start_equity, follower.start_equity, follower.equity)
+    # Without a tracked peak (none stored yet), the drawdown guard measures from the subscription's start.
+    peak = follower.period_peak_equity if follower.period_peak_equity is not None else follower.start_equity
+    return equity_guard(follower.settings, follower.start_equity, peak, follower.equity)

@@ -55,6 +55,7 @@ from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Sid
 from brokerlink.domain.events import OrderEvent, decode_event
 from brokerlink.domain.models import Fill, Order, Position, Quote
 from brokerlink.engine.copy import joining, outcomes, rejects
+from brokerlink.engine.copy.guards import period_start
 from brokerlink.engine.copy.ids import copy_client_order_id
 from brokerlink.engine.copy.planner import Follower, Plan, PlannedOrder, QuoteOf, Signal, plan_follower
 from brokerlink.engine.copy.reasons import Skip, SkipReason
@@ -72,6 +73,7 @@ from brokerlink.logs import get_logger
 from brokerlink.store.db import Database
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
+from brokerlink.store.repositories.copy_equity_peaks import CopyEquityPeakRepository, EquityPeak, next_peak
 from brokerlink.store.repositories.copy_events import CopyEventRepository
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.copy_links import CopyLinkRepository
@@ -114,6 +116,7 @@ class CopyEngine:
         reconcile_repair: bool = False,
         stall_warn_after_s: float = 30.0,
         stall_act_after_s: float = 120.0,
+        peak_every_s: float = 15.0,
         node: str = "engine-1",
     ) -> None:
         self.database = database
@@ -126,6 +129,7 @@ class CopyEngine:
         self.connect_wait_s = connect_wait_s
         self.reconcile_every_s = reconcile_every_s
         self.reconcile_repair = reconcile_repair
+        self.peak_every_s = peak_every_s
         self.watchdog = StallWatchdog(
             database,
             links,
@@ -159,6 +163,7 @@ class CopyEngine:
         self._tasks.append(asyncio.create_task(self._retry_loop(), name="copy-retry"))
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="copy-reconcile"))
         self._tasks.append(asyncio.create_task(self._watch_providers(), name="copy-watchdog"))
+        self._tasks.append(asyncio.create_task(self._sample_peaks_loop(), name="copy-peaks"))
 
     async def stop(self) -> None:
         """Stop following and dispatching (intents in flight stay in the outbox for the next start)."""
@@ -229,6 +234,17 @@ class CopyEngine:
                 _log.warning("copy_reconcile_failed", error=str(exc))
             except Exception:  # noqa: BLE001 - the loop must outlive a bug in one round; it is logged
                 _log.exception("copy_reconcile_crashed")
+
+    async def _sample_peaks_loop(self) -> None:
+        await self._links_awaited.wait()
+        while True:
+            await asyncio.sleep(self.peak_every_s)
+            try:
+                await self.sample_peaks()
+            except BrokerlinkError as exc:
+                _log.warning("copy_peaks_failed", error=str(exc))
+            except Exception:  # noqa: BLE001 - the loop must outlive a bug in one round; it is logged
+                _log.exception("copy_peaks_crashed")
 
     async def _watch_providers(self) -> None:
         await self._links_awaited.wait()  # a provider still reconnecting at start is not a stall
@@ -408,6 +424,7 @@ class CopyEngine:
                 moves.append(move)
         await link_repo.move_many(moves, now=now)
         await link_repo.add_many(new_links)
+        await CopyEquityPeakRepository(session).save_many(holdings.peak_updates, now=now)
         return intents, events
 
     async def _holdings(
@@ -420,7 +437,50 @@ class CopyEngine:
         first = await BalanceRepository(session).first_for_accounts([*accounts, *(s.account_id for s in subscriptions)])
         positions = await PositionRepository(session).list_for_accounts(counted) if counted else {}
         paused = await rejects.paused_symbols(session, [s.id for s in subscriptions])
-        return Holdings(equities={a: b.equity for a, b in first.items()}, positions=positions, paused=paused)
+        equities: dict[str, Decimal | None] = {a: b.equity for a, b in first.items()}
+        peaks, updates = await self._peaks(session, subscriptions, equities)
+        return Holdings(equities=equities, positions=positions, paused=paused, peaks=peaks, peak_updates=updates)
+
+    async def _peaks(
+        self, session: AsyncSession, subscriptions: list[Subscription], equities: dict[str, Decimal | None]
+    ) -> tuple[dict[str, Decimal], list[EquityPeak]]:
+        """The drawdown guard's peak per subscription that has one (this reading included), and the peaks
+        that moved (a new high, or a new period), for the caller to store."""
+        guarded = [s for s in subscriptions if self.settings_of(s).max_drawdown_pct is not None]
+        if not guarded:
+            return {}, []
+        now = self.clock.now()
+        stored = await CopyEquityPeakRepository(session).get_many(s.id for s in guarded)
+        peaks: dict[str, Decimal] = {}
+        updates: list[EquityPeak] = []
+        for subscription in guarded:
+            equity = equities.get(subscription.account_id)
+            if equity is None:
+                continue
+            start = period_start(self.settings_of(subscription).drawdown_period, now)
+            before = stored.get(subscription.id)
+            peak = next_peak(before, subscription.id, start, equity)
+            peaks[subscription.id] = peak.peak_equity
+            if peak is not before:
+                updates.append(peak)
+        return peaks, updates
+
+    async def sample_peaks(self) -> int:
+        """Read every guarded follower's equity and store new drawdown peaks; returns how many moved.
+
+        Between signals equity moves with the market: without sampling, a peak reached and lost
+        between two signals would not count.
+        """
+        async with self.database.session() as session:
+            subscriptions = [
+                s
+                for strategy in await StrategyRepository(session).list_active()
+                for s in await SubscriptionRepository(session).list_for_strategy(strategy.id)
+            ]
+            holdings = await self._holdings(session, (), subscriptions)
+            await CopyEquityPeakRepository(session).save_many(holdings.peak_updates, now=self.clock.now())
+            await session.commit()
+        return len(holdings.peak_updates)
 
     def _prepare_orders(self, intents: Iterable[CopyIntent], *, now: datetime) -> dict[str, Order]:
         """The order of each intent whose follower is live, checked against its broker's rules, by intent id:
@@ -484,6 +544,7 @@ class CopyEngine:
             connected=connected,
             equity=holdings.equities.get(subscription.account_id),
             paused_symbols=holdings.paused.get(subscription.id, frozenset()),
+            period_peak_equity=holdings.peaks.get(subscription.id),
             start_equity=subscription.start_equity,
             open_positions=open_positions,
             exposures=exposures,
@@ -713,6 +774,10 @@ class Holdings(msgspec.Struct, frozen=True, kw_only=True):
     positions: dict[str, list[Position]]
     paused: dict[str, frozenset[str]]
     """Symbols paused after repeated rejects, by subscription id (:mod:`~brokerlink.engine.copy.rejects`)."""
+    peaks: dict[str, Decimal]
+    """The drawdown guard's peak equity in the current period, by subscription id (guarded ones only)."""
+    peak_updates: list[EquityPeak]
+    """Peaks that moved with this reading: the caller stores them in its transaction."""
 
 
 def _ticket(intent: CopyIntent) -> OrderTicket:
