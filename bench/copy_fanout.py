@@ -8,8 +8,8 @@ fake broker (``bench/_fake_adapter.py``) that accepts and fills each order and r
 event stream, as a venue does. The provider trades outside brokerlink (``FakeAdapter.trade``), so
 its fill takes the production path: stored and published by the links service, read from the bus
 by the engine, consumed (``CopyEngine.consume``: signal, every follower planned, outbox intents,
-copy events and links, one transaction), dispatched (a task per intent through the normal order
-path: the order row is stored, then ``adapter.submit``).
+copy events, links and each live follower's order row, one transaction), dispatched (a task per
+intent handing its stored order to ``adapter.submit``, nothing written first).
 
 - ``engine_p50_ms_N`` / ``engine_p99_ms_N``: from the call of ``consume`` for the fill to the
   moment the fake adapter's ``submit`` was entered for the LAST of the fill's intents (by then
