@@ -89,8 +89,8 @@ async def test_mfa_sign_in_page_asks_for_a_code_after_the_password(
         }
         r = await browser.post("/login", data=data, headers=HTML)
         assert (r.status_code, r.headers["location"]) == (303, "/login/mfa?next=%2Faccount%2Fsecurity")
-        # Held at the MFA step: the pages send the browser back to sign in.
-        assert (await browser.get("/", headers=HTML)).headers["location"] == "/login?next=/"
+        # Held at the MFA step: the pages send the browser to that step, not back to the password.
+        assert (await browser.get("/", headers=HTML)).headers["location"] == "/login/mfa?next=/"
         step = await browser.get(r.headers["location"], headers=HTML)
         assert step.status_code == 200
         assert 'autocomplete="one-time-code"' in step.text

@@ -37,6 +37,7 @@ from brokerlink.kit.errors import (
     UnsupportedMediaType,
 )
 from brokerlink.logs import get_logger
+from brokerlink.security.totp import MfaPending
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 API_PATH_PREFIXES = ("/v1/", "/openapi", "/healthz", "/readyz")
@@ -108,7 +109,9 @@ def problem_response(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error = BrokerlinkError("an unexpected error occurred; the request id identifies it in the logs")
     if isinstance(error, NotAuthenticated) and _wants_html(request):
         target = quote(request.url.path, safe="/")
-        return Response(content=None, status_code=HTTP_303_SEE_OTHER, headers={"Location": f"/login?next={target}"})
+        # A browser signed in with its password but not past the MFA step goes to that step.
+        step = "/login/mfa" if isinstance(error, MfaPending) else "/login"
+        return Response(content=None, status_code=HTTP_303_SEE_OTHER, headers={"Location": f"{step}?next={target}"})
     problem = error.to_problem(instance=request.url.path)
     request_id = request.scope.get("state", {}).get("request_id")
     if request_id:
