@@ -9,10 +9,8 @@ arrive too. Bounded polling; no wall-clock asserts.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import TypeVar
 
 import msgspec
 import pytest
@@ -34,24 +32,15 @@ from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.positions import PositionRepository
 from brokerlink.store.repositories.users import UserRepository
 from tests.contract.harness import SimHarness, sim_venue
+from tests.engine.copy.test_engine import eventually
 from tests.links_fixtures import LinksFactory, new_link
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 EURUSD = "EUR/USD"
 SLOW_S = 5
 """How long the slow venue holds each request: long enough that the fast venue's copies, which
 need a fraction of it, are all filled before any slow copy can be."""
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, *, attempts: int = 300) -> T:
-    for _ in range(attempts):  # 300 x 50 ms at most
-        result = await probe()
-        if result is not None and result is not False:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -148,7 +137,7 @@ async def test_copies_to_a_fast_broker_are_filled_while_a_slow_brokers_are_still
             world.links, world.provider.id, OrderTicket(symbol=EURUSD, side=Side.BUY, qty=Decimal("0.10"))
         )
 
-        await eventually(lambda: _filled(database, world.fast), "the fast venue's copies to fill")
+        await eventually(lambda: _filled(database, world.fast), "the fast venue's copies to fill", attempts=300)
         # The order that matters: at this moment none of the slow venue's copies can have arrived.
         assert [await _position(database, account.id) for account, _ in world.slow] == [Decimal(0), Decimal(0)]
         in_flight = await _statuses(database, world.slow)
@@ -156,6 +145,8 @@ async def test_copies_to_a_fast_broker_are_filled_while_a_slow_brokers_are_still
         assert all(s in (IntentStatus.PENDING, IntentStatus.SENT) for s in in_flight), in_flight
 
         await slow.clear_faults()
-        await eventually(lambda: _filled(database, world.slow), "the slow venue's copies to fill in the end")
+        await eventually(
+            lambda: _filled(database, world.slow), "the slow venue's copies to fill in the end", attempts=300
+        )
     finally:
         await world.engine.stop()

@@ -71,6 +71,7 @@ from brokerlink.kit.errors import BrokerlinkError, InvalidInput, Unavailable
 from brokerlink.kit.ids import new_id
 from brokerlink.logs import get_logger
 from brokerlink.store.db import Database
+from brokerlink.store.models import BrokerConnectionRow
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
 from brokerlink.store.repositories.copy_equity_peaks import CopyEquityPeakRepository, EquityPeak, next_peak
@@ -552,9 +553,8 @@ class CopyEngine:
 
     async def _stored_index(self, session: AsyncSession, account_id: str) -> SymbolIndex | None:
         """The instruments stored for the account's broker (cached), when the account is still linked."""
-        account = await AccountRepository(session).get_by_id(account_id)
-        connection = None if account is None else await ConnectionRepository(session).get_by_id(account.connection_id)
-        if connection is None or connection.status == ConnectionState.REVOKED.value:
+        connection = await _live_connection(session, account_id)
+        if connection is None:
             return None
         instruments = await InstrumentRepository(session).list_for_broker(connection.broker)
         if not instruments:
@@ -721,11 +721,7 @@ class CopyEngine:
     async def _revoked(self, account_id: str) -> bool:
         """Whether the account's broker link was revoked (or the account is gone): nothing more goes to it."""
         async with self.database.session() as session:
-            account = await AccountRepository(session).get_by_id(account_id)
-            if account is None:
-                return True
-            connection = await ConnectionRepository(session).get_by_id(account.connection_id)
-        return connection is None or connection.status == ConnectionState.REVOKED.value
+            return await _live_connection(session, account_id) is None
 
     async def _catch_up(self, intent: CopyIntent) -> bool:
         async with self.database.session() as session:
@@ -778,6 +774,15 @@ class Holdings(msgspec.Struct, frozen=True, kw_only=True):
     """The drawdown guard's peak equity in the current period, by subscription id (guarded ones only)."""
     peak_updates: list[EquityPeak]
     """Peaks that moved with this reading: the caller stores them in its transaction."""
+
+
+async def _live_connection(session: AsyncSession, account_id: str) -> BrokerConnectionRow | None:
+    """The account's broker connection, unless the account is gone or its link was revoked."""
+    account = await AccountRepository(session).get_by_id(account_id)
+    connection = None if account is None else await ConnectionRepository(session).get_by_id(account.connection_id)
+    if connection is None or connection.status == ConnectionState.REVOKED.value:
+        return None
+    return connection
 
 
 def _ticket(intent: CopyIntent) -> OrderTicket:
