@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         default=60, ge=1, description="The first lockout's length; each further failure doubles it."
     )
     login_lockout_max_seconds: int = Field(default=900, ge=1, description="The longest lockout.")
+    # [audit] settings
+    # [alerts] settings
+    # [metrics] settings
+    # [ledger] settings
+    # [fees] settings
+    # [retention] settings
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

@@ -101,12 +101,24 @@ def create_app(
         if settings.demo_bot_email:
             bot = DemoBot(links, settings.demo_bot_email, interval_s=settings.demo_bot_interval_s)
             bot.start()
+        # [audit] start
+        # [alerts] start
+        # [metrics] start
+        # [ledger] start
+        # [fees] start
+        # [retention] start
         _log.info("started", version=__version__, database=database.dialect, bus=settings.bus_backend)
         try:
             yield
         finally:
             if bot is not None:
                 await bot.stop()
+            # [audit] stop
+            # [alerts] stop
+            # [metrics] stop
+            # [ledger] stop
+            # [fees] stop
+            # [retention] stop
             await copy_engine.stop()
             await links.stop()
             if bus is None:
@@ -129,6 +141,12 @@ def create_app(
             strategies_router,
             subscriptions_router,
             reconciliation_router,
+            # [audit] routes
+            # [alerts] routes
+            # [metrics] routes
+            # [ledger] routes
+            # [fees] routes
+            # [retention] routes
         ],
         before_request=require_json_body,
     )
@@ -137,6 +155,7 @@ def create_app(
             healthz,
             readyz,
             openapi_document,
+            # [metrics] top-level routes
             v1,
             *web_routes,
             create_static_files_router(

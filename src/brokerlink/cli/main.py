@@ -13,7 +13,13 @@ from rich.console import Console
 
 from brokerlink import __version__
 from brokerlink.cli import server
+from brokerlink.cli.audit import audit_app
+from brokerlink.cli.fees import fees_app
+from brokerlink.cli.ledger import ledger_app
+from brokerlink.cli.retention import retention_app
 from brokerlink.cli.sim import sim_app
+from brokerlink.cli.statements import statements_app
+from brokerlink.cli.vault import vault_app
 from brokerlink.config import Settings
 from brokerlink.domain.enums import Role
 from brokerlink.kit.errors import BrokerlinkError
@@ -31,6 +37,12 @@ app.add_typer(user_app, name="user")
 app.add_typer(sim_app, name="sim")
 copy_app = typer.Typer(help="Copy trading.", no_args_is_help=True)
 app.add_typer(copy_app, name="copy")
+app.add_typer(audit_app, name="audit")
+app.add_typer(vault_app, name="vault")
+app.add_typer(retention_app, name="retention")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(fees_app, name="fees")
+app.add_typer(statements_app, name="statements")
 
 console = Console()
 err = Console(stderr=True)

@@ -662,3 +662,8 @@ class RecoveryCodeRow(Base):
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+# Tables defined in their own modules, imported here so that importing this module gives the whole
+# schema (Alembic's autogenerate, the drift test and ``create_all`` all read ``Base.metadata``).
+from brokerlink.store import models_alerts, models_audit, models_fees, models_ledger  # noqa: E402, F401
