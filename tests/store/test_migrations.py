@@ -56,7 +56,7 @@ async def test_check_constraints_match_the_models(engine: AsyncEngine) -> None:
 
 
 async def test_revision_is_head_after_upgrade(database_url: str) -> None:
-    assert head_revision() == "0011"  # 0007-0011: audit, alerts, ledger, fees, retention
+    assert head_revision() == "0012"  # 0007-0012: audit, alerts, ledger, fees, retention, stats
     assert await current_revision(database_url) == head_revision()
 
 

@@ -1,4 +1,4 @@
-"""Tables for fees and statistics (issue 9).
+"""Tables for fees (issue 9).
 
 Imported at the end of :mod:`brokerlink.store.models`, so ``Base.metadata`` is complete."""
 

@@ -1,4 +1,4 @@
-"""Placeholder for fees and statistics (issue 9).
+"""Placeholder for fees (issue 9).
 
 Revision ID: 0010
 Revises: 0009
