@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     # [ledger] settings
     # [fees] settings
     # [retention] settings
+    # [stats] settings
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

@@ -107,6 +107,7 @@ def create_app(
         # [ledger] start
         # [fees] start
         # [retention] start
+        # [stats] start
         _log.info("started", version=__version__, database=database.dialect, bus=settings.bus_backend)
         try:
             yield
@@ -119,6 +120,7 @@ def create_app(
             # [ledger] stop
             # [fees] stop
             # [retention] stop
+            # [stats] stop
             await copy_engine.stop()
             await links.stop()
             if bus is None:
@@ -147,6 +149,7 @@ def create_app(
             # [ledger] routes
             # [fees] routes
             # [retention] routes
+            # [stats] routes
         ],
         before_request=require_json_body,
     )
