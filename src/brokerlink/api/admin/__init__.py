@@ -1,0 +1,1 @@
+"""Admin and auditor routes: the audit trail, alerts."""

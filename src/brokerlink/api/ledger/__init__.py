@@ -1,0 +1,1 @@
+"""The ledger API: balances, postings, fees, statistics and statements."""
