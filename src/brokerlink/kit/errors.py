@@ -56,11 +56,23 @@ class MalformedRequest(BrokerlinkError):
 
 
 class InvalidInput(BrokerlinkError):
-    """The request parsed but its content is invalid (wrong types, unknown fields, bad values)."""
+    """The request parsed but its content is invalid (wrong types, unknown fields, bad values).
+
+    Every 422 has one shape: ``errors``, a list of ``{field, source, message}``. A check in a
+    handler or service that names one ``field`` gets that list made for it.
+    """
 
     status = 422
     code = "invalid_input"
     title = "Invalid input"
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem, with ``errors`` listing the named ``field`` when the raiser gave no list."""
+        problem = super().to_problem(instance)
+        field = self.extra.get("field")
+        if "errors" not in problem and isinstance(field, str):
+            problem["errors"] = [{"field": field, "source": "body", "message": self.detail}]
+        return problem
 
 
 class NotAuthenticated(BrokerlinkError):
