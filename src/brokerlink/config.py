@@ -110,13 +110,111 @@ class Settings(BaseSettings):
         default=60, ge=1, description="The first lockout's length; each further failure doubles it."
     )
     login_lockout_max_seconds: int = Field(default=900, ge=1, description="The longest lockout.")
-    # [audit] settings
-    # [alerts] settings
-    # [metrics] settings
-    # [ledger] settings
-    # [fees] settings
-    # [retention] settings
-    # [stats] settings
+    audit_checkpoint_every_s: float = Field(
+        default=300.0, ge=0, description="Seconds between signed checkpoints of the audit chain's head; 0 disables."
+    )
+    audit_checkpoint_export: Path | None = Field(
+        default=None, description="Also append every audit checkpoint as a JSON line to this file (ship it off-host)."
+    )
+    alerts_enabled: bool = Field(default=True, description="Evaluate the alert rules in this process (ADR 0019).")
+    alert_auth_failures: int = Field(
+        default=20, ge=1, description="Failed authentications per principal, and per IP, that raise an alert."
+    )
+    alert_auth_window_s: int = Field(default=300, ge=1, description="The window the failed authentications count in.")
+    alert_client_requests: int = Field(
+        default=3000, ge=1, description="Requests per minute from one OAuth client that raise a traffic alert."
+    )
+    alert_broker_down_s: float = Field(
+        default=60.0, gt=0, description="A broker connection down (not connected) this long raises an alert."
+    )
+    alert_copy_latency_ms: float = Field(
+        default=500.0, gt=0, description="Copy engine latency (p99 over the window) above which an alert is raised."
+    )
+    alert_copy_latency_window_s: int = Field(
+        default=300, ge=1, description="The window of copies the engine-latency p99 is taken over."
+    )
+    alert_reconcile_drift: int = Field(
+        default=1, ge=1, description="Drifted symbols in one reconciliation that raise an alert (1: any drift)."
+    )
+    alert_max_keys: int = Field(
+        default=10_000, ge=10, description="Principals, IPs or clients each rule tracks at once (least recent go)."
+    )
+    alert_tick_s: float = Field(default=5.0, gt=0, description="Seconds between checks of the time-based rules.")
+    alert_queue_size: int = Field(
+        default=10_000, ge=1, description="Alerts waiting to be stored; more are dropped (and counted)."
+    )
+    alert_webhook_attempts: int = Field(default=6, ge=1, le=20, description="Delivery attempts per alert webhook.")
+    alert_webhook_backoff_s: float = Field(
+        default=1.0, gt=0, description="First retry delay of a webhook delivery (doubles, full jitter)."
+    )
+    alert_webhook_backoff_cap_s: float = Field(default=60.0, gt=0, description="The longest delay between attempts.")
+    alert_webhook_max_s: float = Field(
+        default=600.0, gt=0, description="A webhook delivery gives up after this long, whatever its attempts."
+    )
+    alert_webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook request.")
+    alert_webhook_allow_loopback: bool = Field(
+        default=False, description="Tests only: accept http:// webhook URLs on loopback hosts."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Prometheus sends to GET /metrics; unset, /metrics answers 404 (ADR 0018).",
+    )
+    ledger_post_every_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between the ledger poster's sweeps of new fills (bus events wake it sooner).",
+    )
+    ledger_reconcile_every_s: float = Field(
+        default=300.0, gt=0, description="Seconds between reconciliations of ledger cash with broker-reported cash."
+    )
+    fee_max_performance_pct: int = Field(
+        default=50, ge=0, le=100, description="Highest performance fee a provider may set, in whole percent."
+    )
+    fee_max_management_pct: int = Field(
+        default=5, ge=0, le=100, description="Highest management fee a provider may set, whole percent per year."
+    )
+    fee_max_volume_per_lot: int = Field(
+        default=10, ge=0, description="Highest volume fee per lot (unit of a copy fill's quantity), in currency units."
+    )
+    fee_max_volume_per_million: int = Field(
+        default=100, ge=0, description="Highest volume fee per million of notional, in currency units."
+    )
+    fee_platform_share_pct: int = Field(
+        default=20, ge=0, le=100, description="The platform's share of every fee, in whole percent."
+    )
+    fee_settlement_period: Literal["monthly", "quarterly"] = Field(
+        default="monthly", description="How often fees are settled (and fee schedule changes take effect)."
+    )
+    fee_task_every_s: float = Field(
+        default=3600.0, gt=0, description="Seconds between the server's fee accrual and settlement runs."
+    )
+    retention_purge_every_s: int = Field(
+        default=3600, ge=0, description="Seconds between scheduled purges of expired data (ADR 0017); 0 disables."
+    )
+    retention_batch_size: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Rows deleted per transaction by a purge, so writers never wait long.",
+    )
+    retention_sessions_days: int = Field(
+        default=30, ge=0, description="Keep expired or revoked sessions this many days; 0 keeps them forever."
+    )
+    retention_orders_days: int = Field(
+        default=0, ge=0, description="Keep terminal orders and their fills this many days; 0 keeps them forever."
+    )
+    retention_events_days: int = Field(
+        default=0, ge=0, description="Keep event log rows this many days; 0 keeps them forever."
+    )
+    retention_copy_days: int = Field(
+        default=0, ge=0, description="Keep copy events and processed copy signals this many days; 0 keeps them forever."
+    )
+    retention_audit_days: int = Field(
+        default=0, ge=0, description="Keep audit records this many days (a signed checkpoint marks the new start)."
+    )
+    stats_snapshot_every_s: float = Field(
+        default=300.0, gt=0, description="Seconds between equity snapshots of every account and subscription."
+    )
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

@@ -10,6 +10,7 @@ from litestar.testing import AsyncTestClient
 from brokerlink.app.factory import create_app
 from brokerlink.config import Settings
 from brokerlink.kit.clock import ManualClock
+from brokerlink.store.db import Database
 from tests.api.support import ClientFactory
 
 
@@ -26,9 +27,17 @@ async def test_readyz_checks_database_and_bus(client: httpx.AsyncClient) -> None
 
 
 async def test_readyz_is_503_when_the_database_is_gone(app: Litestar, client: httpx.AsyncClient) -> None:
-    await app.state.db.dispose()
-    app.state.db.engine.pool._creator = lambda: (_ for _ in ()).throw(OSError("database unreachable"))  # type: ignore[attr-defined]
-    r = await client.get("/readyz")
+    # The check gets a database whose every connection attempt fails. The app's own engine is left
+    # alone: disposing it under the running background services would orphan their connections.
+    running = app.state.db
+    gone = Database(running.url)
+    gone.engine.pool._creator = lambda: (_ for _ in ()).throw(OSError("database unreachable"))  # type: ignore[attr-defined]
+    app.state.db = gone
+    try:
+        r = await client.get("/readyz")
+    finally:
+        app.state.db = running
+        await gone.dispose()
     assert r.status_code == 503
     assert r.json()["checks"]["database"] == "failing"
 

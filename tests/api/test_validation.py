@@ -19,11 +19,15 @@ import pytest
 from litestar import Litestar
 from sqlalchemy import select
 
+from brokerlink.config import Settings
 from brokerlink.domain.copy import StrategyVisibility
+from brokerlink.domain.enums import Role
 from brokerlink.engine.copy.manage import create_strategy
 from brokerlink.kit.clock import ManualClock
+from brokerlink.kit.ids import new_id
 from brokerlink.store.db import Database
 from brokerlink.store.models import RecoveryCodeRow, SessionRow, TotpCredentialRow
+from brokerlink.store.repositories.alerts import AlertRepository, AlertWebhookRepository
 from brokerlink.store.repositories.copy_symbol_pauses import CopySymbolPauseRepository
 from brokerlink.store.repositories.users import UserRepository
 from tests.api.mfa_support import Authenticator, authenticator
@@ -51,6 +55,8 @@ TOTP_CODE = "<totp code>"
 PENDING_TOTP_CODE = "<pending totp code>"
 """Stands for a code of the authenticator Alice is enrolling (see :func:`path_ids`)."""
 SUBSCRIPTION = "/v1/subscriptions/{subscription_id}"
+SUBSCRIPTION_ID = "<subscription id>"
+"""Stands for Alice's subscription (see :func:`copy_ids`)."""
 
 # A valid body per JSON write route, and the status it gets. Each case below breaks it in one way.
 VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -74,6 +80,15 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/auth/mfa"): {"code": TOTP_CODE},
     ("POST", "/v1/me/mfa/totp/confirm"): {"code": PENDING_TOTP_CODE},
     ("DELETE", "/v1/me/mfa/totp"): {"code": TOTP_CODE},
+    # Alice is an admin in this module (:func:`alice_is_admin`), so the admin routes accept her.
+    ("PUT", "/v1/strategies/{strategy_id}/fees"): {"performance_pct": "20", "management_pct": "2"},
+    ("POST", "/v1/admin/fees/flows"): {
+        "subscription_id": SUBSCRIPTION_ID,
+        "kind": "deposit",
+        "amount": "1000",
+        "reference": "transfer-1",
+    },
+    ("POST", "/v1/admin/alert-webhooks"): {"url": "https://127.0.0.1:9/alerts"},
 }
 ACCEPTED_WITH = {
     ("POST", "/v1/auth/register"): 201,
@@ -90,6 +105,9 @@ ACCEPTED_WITH = {
     ("POST", "/v1/auth/mfa"): 200,
     ("POST", "/v1/me/mfa/totp/confirm"): 200,
     ("DELETE", "/v1/me/mfa/totp"): 204,
+    ("PUT", "/v1/strategies/{strategy_id}/fees"): 200,
+    ("POST", "/v1/admin/fees/flows"): 200,
+    ("POST", "/v1/admin/alert-webhooks"): 201,
 }
 # Headers a valid request needs besides its body: replacing settings needs the ETag read (a fresh
 # subscription is at version 1).
@@ -119,6 +137,10 @@ BODILESS = {
     ("DELETE", f"{SUBSCRIPTION}/paused-symbols/{{symbol}}"),
     ("POST", "/v1/me/mfa/totp"),
     ("POST", "/account/security/totp"),
+    ("POST", "/v1/admin/fees/settle"),
+    ("POST", "/v1/admin/alerts/{alert_id}/acknowledge"),
+    ("POST", "/v1/admin/alerts/{alert_id}/resolve"),
+    ("DELETE", "/v1/admin/alert-webhooks/{webhook_id}"),
 }
 # Routes that need an enrolment of Alice's waiting for confirmation.
 NEEDS_PENDING_TOTP = {("POST", "/v1/me/mfa/totp/confirm")}
@@ -133,6 +155,14 @@ NEEDS_COPY_IDS = {
     ("POST", f"{SUBSCRIPTION}/close-only"),
     ("POST", f"{SUBSCRIPTION}/reconciliation"),
     ("DELETE", f"{SUBSCRIPTION}/paused-symbols/{{symbol}}"),
+    ("PUT", "/v1/strategies/{strategy_id}/fees"),
+    ("POST", "/v1/admin/fees/flows"),
+}
+# Routes that need an alert or an alert webhook to act on.
+NEEDS_ALERT_IDS = {
+    ("POST", "/v1/admin/alerts/{alert_id}/acknowledge"),
+    ("POST", "/v1/admin/alerts/{alert_id}/resolve"),
+    ("DELETE", "/v1/admin/alert-webhooks/{webhook_id}"),
 }
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _TYPED_PARAM = re.compile(r"\{(\w+):\w+\}")
@@ -155,6 +185,7 @@ def valid_body(route: tuple[str, str], venue: SimHarness, path_ids: dict[str, st
         FOLLOWABLE: path_ids.get(FOLLOWABLE),
         TOTP_CODE: path_ids.get(TOTP_CODE),
         PENDING_TOTP_CODE: path_ids.get(PENDING_TOTP_CODE),
+        SUBSCRIPTION_ID: path_ids.get("subscription_id"),
     }
     return {k: values[v] if isinstance(v, str) and v in values else v for k, v in VALID_BODIES[route].items()}
 
@@ -231,7 +262,43 @@ def path_ids(request: pytest.FixtureRequest, linked: dict[str, Any], mfa_codes: 
     callspec = getattr(request.node, "callspec", None)
     if callspec is not None and callspec.params.get("route") in NEEDS_COPY_IDS:
         ids |= request.getfixturevalue("copy_ids")
+    if callspec is not None and callspec.params.get("route") in NEEDS_ALERT_IDS:
+        ids |= request.getfixturevalue("alert_ids")
     return ids
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Alert webhooks may point at loopback here (the valid webhook body does)."""
+    return settings.model_copy(update={"alert_webhook_allow_loopback": True})
+
+
+@pytest.fixture(autouse=True)
+async def alice_is_admin(app: Litestar, alice: httpx.AsyncClient) -> None:
+    """Alice holds the admin role, so the admin routes' bodies are checked and accepted for real."""
+    database: Database = app.state.db
+    async with database.session() as session:
+        user = await UserRepository(session).get_by_email("alice@example.com")
+        assert user is not None
+        assert await UserRepository(session).set_role(user.id, Role.ADMIN, now=app.state.clock.now())
+        await session.commit()
+
+
+@pytest.fixture
+async def alert_ids(app: Litestar) -> dict[str, str]:
+    """An open alert and an alert webhook, written to the store directly."""
+    database: Database = app.state.db
+    now = app.state.clock.now()
+    async with database.session() as session:
+        alert, _ = await AlertRepository(session).record(
+            rule="broker_down", severity="warning", subject="con_test", dedup_key="broker_down:con_test",
+            message="a test alert", labels={}, now=now,
+        )  # fmt: skip
+        webhook = await AlertWebhookRepository(session).add(
+            webhook_id=new_id("awh"), url="https://127.0.0.1:9/alerts", created_by="usr_test", now=now
+        )
+        await session.commit()
+    return {"alert_id": alert.id, "webhook_id": webhook.id}
 
 
 @pytest.fixture

@@ -83,6 +83,22 @@ def test_key_source_seals_and_opens(key_source: KeySource) -> None:
     assert vault.open(OWNER, vault.seal(OWNER, PLAINTEXT)) == PLAINTEXT
 
 
+def test_key_source_wraps_under_its_current_key_and_unwraps(key_source: KeySource) -> None:
+    dek = os.urandom(32)
+    wrapped = key_source.wrap(dek, owner_id=OWNER)
+    assert wrapped.key_id == key_source.current_key_id() == key_source.key_ids()[0]
+    assert dek not in wrapped.wrapped
+    assert key_source.unwrap(wrapped, owner_id=OWNER) == dek
+
+
+def test_key_source_unwrap_is_bound_to_the_owner_and_the_key_id(key_source: KeySource) -> None:
+    wrapped = key_source.wrap(os.urandom(32), owner_id=OWNER)
+    with pytest.raises(VaultError):
+        key_source.unwrap(wrapped, owner_id=OTHER_OWNER)
+    with pytest.raises(UnknownKeyId, match="kek_elsewhere"):
+        key_source.unwrap(msgspec.structs.replace(wrapped, key_id="kek_elsewhere"), owner_id=OWNER)
+
+
 # --- sealing and opening ---------------------------------------------------------------------------------
 
 

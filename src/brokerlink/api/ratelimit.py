@@ -43,6 +43,7 @@ from litestar.enums import ScopeType
 from litestar.status_codes import WS_1008_POLICY_VIOLATION
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from brokerlink import observe
 from brokerlink.config import Settings
 from brokerlink.kit.errors import RateLimited
 from brokerlink.logs import get_logger
@@ -203,6 +204,7 @@ class RateLimiter:
                 stats = await self._strategy.get_window_stats(item, name, key)
                 reset_s = max(0, math.ceil(stats.reset_time - time.time()))
                 if not allowed:
+                    observe.rate_limited(scope=name, key=key)
                     return Verdict(allowed=False, limit=item.amount, remaining=0, reset_s=max(1, reset_s))
                 verdict = Verdict(allowed=True, limit=item.amount, remaining=max(0, stats.remaining), reset_s=reset_s)
                 if tightest is None or (verdict.remaining, -verdict.reset_s) < (tightest.remaining, -tightest.reset_s):
@@ -265,6 +267,7 @@ class MessageRate:
         if await self.allow():
             return True
         _log.info("ws_message_rate_exceeded", connection_id=self.connection_id)
+        observe.rate_limited(scope="ws_messages", key=self.connection_id)
         await socket.close(code=WS_1008_POLICY_VIOLATION, reason="message rate exceeded")
         return False
 
@@ -364,6 +367,7 @@ class RateLimitMiddleware:
             return
         if not acquired:
             _log.info("ws_connections_exceeded", key=key)
+            observe.rate_limited(scope="ws", key=key)
             # Accept, then close: a close before the accept reaches the client as a bare HTTP 403,
             # without the 1008 that tells it why.
             await receive()  # websocket.connect

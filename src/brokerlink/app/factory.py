@@ -20,6 +20,8 @@ from litestar.template import TemplateConfig
 
 from brokerlink import __version__
 from brokerlink.api.accounts.routes import accounts_router, connections_router
+from brokerlink.api.admin.alerts import admin_alerts_router
+from brokerlink.api.admin.audit import audit_router
 from brokerlink.api.auth.lockout import STATE_KEY as LOCKOUT_STATE_KEY
 from brokerlink.api.auth.lockout import LoginLockout
 from brokerlink.api.auth.mfa import mfa_router
@@ -38,12 +40,17 @@ from brokerlink.api.deps import (
 from brokerlink.api.guards import require_json_body
 from brokerlink.api.hardening import HardeningMiddleware
 from brokerlink.api.health import healthz, readyz
+from brokerlink.api.ledger.fees import FEE_ROUTERS
+from brokerlink.api.ledger.routes import account_ledger_router, ledger_router
+from brokerlink.api.ledger.stats import stats_router
+from brokerlink.api.metrics import metrics
 from brokerlink.api.openapi import openapi_document
 from brokerlink.api.problems import EXCEPTION_HANDLERS
 from brokerlink.api.ratelimit import RateLimiter, RateLimitMiddleware
 from brokerlink.api.trading.routes import account_trading_router, orders_router
 from brokerlink.app.demo_bot import DemoBot
 from brokerlink.app.middleware import RequestContextMiddleware
+from brokerlink.app.services import start_services
 from brokerlink.bus.base import EventBus
 from brokerlink.bus.factory import create_bus
 from brokerlink.config import Settings
@@ -54,6 +61,7 @@ from brokerlink.logs import configure_logging, get_logger
 from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
 from brokerlink.store.migrate import upgrade
+from brokerlink.stream.admin import admin_stream as admin_stream_route
 from brokerlink.web import WEB_DIR
 from brokerlink.web.routes import web_routes
 
@@ -82,7 +90,11 @@ def create_app(
             await upgrade(settings.effective_database_url)
         database = Database.from_settings(settings)
         event_bus = bus or create_bus(settings)
-        links = BrokerLinks(database, event_bus, Vault.from_settings(settings), clock)
+        vault = Vault.from_settings(settings)
+        links = BrokerLinks(
+            database, event_bus, vault, clock,
+            fill_horizon_days=settings.retention_orders_days,
+        )  # fmt: skip
         app.state.db = database
         app.state.bus = event_bus
         app.state.links = links
@@ -101,26 +113,17 @@ def create_app(
         if settings.demo_bot_email:
             bot = DemoBot(links, settings.demo_bot_email, interval_s=settings.demo_bot_interval_s)
             bot.start()
-        # [audit] start
-        # [alerts] start
-        # [metrics] start
-        # [ledger] start
-        # [fees] start
-        # [retention] start
-        # [stats] start
+        services = await start_services(
+            app.state, settings, database=database, bus=event_bus, vault=vault, links=links, clock=clock
+        )
         _log.info("started", version=__version__, database=database.dialect, bus=settings.bus_backend)
         try:
             yield
         finally:
             if bot is not None:
                 await bot.stop()
-            # [audit] stop
-            # [alerts] stop
-            # [metrics] stop
-            # [ledger] stop
-            # [fees] stop
-            # [retention] stop
-            # [stats] stop
+            for stop in reversed(services):
+                await stop()
             await copy_engine.stop()
             await links.stop()
             if bus is None:
@@ -143,13 +146,13 @@ def create_app(
             strategies_router,
             subscriptions_router,
             reconciliation_router,
-            # [audit] routes
-            # [alerts] routes
-            # [metrics] routes
-            # [ledger] routes
-            # [fees] routes
-            # [retention] routes
-            # [stats] routes
+            audit_router,
+            admin_alerts_router,
+            admin_stream_route,
+            ledger_router,
+            account_ledger_router,
+            *FEE_ROUTERS,
+            stats_router,
         ],
         before_request=require_json_body,
     )
@@ -158,7 +161,7 @@ def create_app(
             healthz,
             readyz,
             openapi_document,
-            # [metrics] top-level routes
+            metrics,
             v1,
             *web_routes,
             create_static_files_router(

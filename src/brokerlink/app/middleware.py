@@ -1,7 +1,9 @@
-"""Pure ASGI middleware: request ids with the access log (security headers: ``api/hardening.py``).
+"""Pure ASGI middleware: request ids, the access log and the request observation (security headers:
+``api/hardening.py``).
 
 Written against raw ASGI rather than Litestar's middleware classes because they sit on every
-request's hot path and touch only headers.
+request's hot path and touch only headers. It wraps the whole ASGI handler, so it sees the 404s,
+405s and 401s that Litestar's own middleware (which runs only for matched routes) never does.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from brokerlink import observe
 from brokerlink.logs import get_logger
+from brokerlink.security.principal import Principal
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _access_log = get_logger("brokerlink.access")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods counted under their own name; any other is ``OTHER`` (a client can send any token)."""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -56,12 +62,28 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             if scope["type"] == ScopeType.HTTP:
+                elapsed_ns = time.perf_counter_ns() - started
                 _access_log.info(
                     "request",
                     method=scope.get("method"),
                     path=scope.get("path"),
                     status=status,
-                    duration_us=(time.perf_counter_ns() - started) // 1000,
+                    duration_us=elapsed_ns // 1000,
                     user_id=scope.get("state", {}).get("user_id"),
                 )
+                _observe(scope, status, elapsed_ns / 1e9)
             structlog.contextvars.clear_contextvars()
+
+
+def _observe(scope: Scope, status: int, duration_s: float) -> None:
+    """Report the request by route template: Litestar sets ``path_template`` once a route matched,
+    so a 404 (no route) is counted under one label rather than under every path anyone tries."""
+    method = str(scope.get("method", ""))
+    principal = scope.get("user")
+    observe.http_request(
+        route=scope.get("path_template") or observe.UNMATCHED_ROUTE,
+        method=method if method in _METHODS else "OTHER",
+        status=status,
+        duration_s=duration_s,
+        client_id=principal.client_id if isinstance(principal, Principal) and principal.kind == "client" else None,
+    )

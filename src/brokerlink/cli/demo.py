@@ -15,7 +15,9 @@ import msgspec
 
 from brokerlink.config import Settings
 from brokerlink.domain.enums import Role
+from brokerlink.engine.audit import CLI
 from brokerlink.kit.clock import SystemClock
+from brokerlink.security.audit import record
 from brokerlink.security.passwords import hash_password, verify_password
 from brokerlink.security.users import UserService
 from brokerlink.store.db import Database
@@ -93,10 +95,16 @@ async def create_user(settings: Settings, *, email: str, password: str, display_
     """Create one user (``brokerlink user create``); returns its id."""
     database = Database.from_settings(settings)
     try:
+        clock = SystemClock()
         async with database.session() as session:
-            user = await UserService(session, SystemClock()).register(
+            user = await UserService(session, clock).register(
                 email=email, password=password, display_name=display_name, role=role
             )
+            # An operator's action at the host, not a signed-in user's: the actor is the CLI.
+            await record(
+                session, actor=CLI, action="user.create", target=user.id, now=clock.now(),
+                details={"role": role.value},
+            )  # fmt: skip
             await session.commit()
             return user.id
     finally:

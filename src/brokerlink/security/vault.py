@@ -23,16 +23,21 @@ from the same library call, as the data layer, which leaves one construction to 
 a random nonce per wrap, so one KEK must not wrap more than about 2**32 keys (NIST SP 800-38D's bound
 for random nonces); rotation (a new current KEK, old secrets re-wrapped) keeps every key far below it.
 
-Key sources. :class:`KeySource` is the interface the vault asks for KEKs: ``current()`` to seal and
-``get(key_id)`` to open. A KMS or secrets manager can implement it too, as long as it can hand the
-key to this process; one that never releases key material (it wraps and unwraps itself) would need
-the protocol to grow ``wrap``/``unwrap`` operations instead. Two implementations ship here:
+Key sources. :class:`KeySource` is the interface the vault asks to wrap and unwrap data keys:
+``current_key_id()``, ``key_ids()``, ``wrap(dek, owner_id=...)`` and ``unwrap(wrapped, owner_id=...)``.
+The vault never sees a key-encryption key, so a KMS or HSM that never releases key material
+implements the protocol as naturally as a local file (the owner id becomes its encryption context).
+The two sources that ship here hold their keys in this process and share :class:`HeldKeys`:
 
 * :class:`LocalKeyFile` (the default): a JSON file, ``data_dir/vault-keys.json``, created on first
   use with mode 0600, that holds several keys by id and names the current one. The vault refuses a
-  key file that group or others may read or write.
-* :class:`EnvKeySource`: one key from ``BROKERLINK_VAULT_KEY="key_id:base64key"``, for deployments
-  that inject secrets through the environment.
+  key file that group or others may read or write. ``add_key`` and ``remove_key`` serve
+  ``brokerlink vault rotate`` and ``retire``.
+* :class:`EnvKeySource`: keys from ``BROKERLINK_VAULT_KEY="key_id:base64key[,older_id:base64key...]"``,
+  the current one first, for deployments that inject secrets through the environment.
+
+Rotation (:meth:`Vault.rewrap`, :func:`rewrap_batch`) re-wraps data keys under the current key and
+leaves every ciphertext as it is (docs/adr/0017-vault-rotation-and-retention.md).
 
 Errors are :class:`VaultError`, a 500 whose public problem detail is fixed: the reason (which names
 ids, never key material or plaintext) is in ``str(error)`` for the logs. Nothing here logs, and the
@@ -44,11 +49,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import fcntl
 import os
 import re
 import secrets
 import stat
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -166,55 +173,154 @@ class SealedSecret(msgspec.Struct, frozen=True, kw_only=True):
         return [("key_id", self.key_id), ("ciphertext", f"<{len(self.ciphertext)} bytes>")]
 
 
+class WrappedKey(msgspec.Struct, frozen=True, kw_only=True):
+    """A data key as a key source wrapped it: the wrapping key's id, a nonce (empty when the source
+    keeps it inside ``wrapped``, as a KMS ciphertext blob does) and the wrapped bytes. Not secret."""
+
+    key_id: str
+    nonce: bytes
+    wrapped: bytes
+
+    def __repr__(self) -> str:
+        return f"WrappedKey(key_id={self.key_id!r}, wrapped=<{len(self.wrapped)} bytes>)"
+
+
 @runtime_checkable
 class KeySource(Protocol):
-    """Where the vault gets its key-encryption keys. A KMS that can release keys implements this too."""
+    """Where the vault's key-encryption keys live. The vault never needs the key bytes, only these four
+    operations, so a KMS (which never releases its keys: it wraps and unwraps on request) implements
+    this as well as a local key file does.
+
+    ``owner_id`` is the wrapping context: an implementation binds it, and the key id, to the wrapped key
+    as authenticated data (a KMS "encryption context"), so a wrapped key moved to another owner, or
+    relabelled with another key id, does not unwrap.
+    """
+
+    def current_key_id(self) -> str:
+        """The id of the key that wraps new data keys (and that rotation re-wraps old ones under)."""
+        ...
+
+    def key_ids(self) -> tuple[str, ...]:
+        """The ids of every key this source can unwrap with, current first."""
+        ...
+
+    def wrap(self, dek: bytes, *, owner_id: str) -> WrappedKey:
+        """Wrap a data key under the current key, bound to ``owner_id``."""
+        ...
+
+    def unwrap(self, wrapped: WrappedKey, *, owner_id: str) -> bytes:
+        """The data key; :class:`UnknownKeyId` if the key is gone, :class:`VaultError` if it fails."""
+        ...
+
+
+class HeldKeys:
+    """The wrap/unwrap of a key source that holds its keys in this process (AES-256-GCM, see the module doc).
+
+    Subclasses provide :meth:`current`, :meth:`get` and :meth:`all`.
+    """
 
     def current(self) -> Kek:
-        """The key that seals new secrets."""
-        ...
+        """The key that wraps new data keys."""
+        raise NotImplementedError
 
     def get(self, key_id: str) -> Kek:
         """The key with this id; raises :class:`UnknownKeyId` naming the id when there is none."""
-        ...
+        raise NotImplementedError
+
+    def all(self) -> tuple[Kek, ...]:
+        """Every key, current first."""
+        raise NotImplementedError
+
+    def current_key_id(self) -> str:
+        """The current key's id."""
+        return self.current().key_id
+
+    def key_ids(self) -> tuple[str, ...]:
+        """Every key's id, current first."""
+        return tuple(kek.key_id for kek in self.all())
+
+    def wrap(self, dek: bytes, *, owner_id: str) -> WrappedKey:
+        """AES-256-GCM under the current key, a random nonce, the key id and owner as associated data."""
+        kek = self.current()
+        nonce = os.urandom(NONCE_BYTES)
+        wrapped = AESGCM(kek.key).encrypt(nonce, dek, _wrap_aad(kek.key_id, owner_id))
+        return WrappedKey(key_id=kek.key_id, nonce=nonce, wrapped=wrapped)
+
+    def unwrap(self, wrapped: WrappedKey, *, owner_id: str) -> bytes:
+        """The data key, if it authenticates under the key it names, for this owner."""
+        if len(wrapped.nonce) != NONCE_BYTES or len(wrapped.wrapped) != WRAPPED_KEY_BYTES:
+            raise VaultError(f"a sealed secret of {owner_id} is malformed (a field has the wrong length)")
+        kek = self.get(wrapped.key_id)
+        try:
+            return AESGCM(kek.key).decrypt(wrapped.nonce, wrapped.wrapped, _wrap_aad(kek.key_id, owner_id))
+        except InvalidTag:
+            raise VaultError(
+                f"the data key of a secret of {owner_id} does not authenticate under vault key {kek.key_id!r}"
+                " (another owner's secret, a different key with this id, or tampered)"
+            ) from None
 
 
-class EnvKeySource:
-    """One key-encryption key from a setting such as ``BROKERLINK_VAULT_KEY="key_id:base64key"``.
+class EnvKeySource(HeldKeys):
+    """Key-encryption keys from a setting such as ``BROKERLINK_VAULT_KEY="key_id:base64key"``.
 
-    The key is 32 bytes in standard or URL-safe base64. ``name`` only labels error messages, which
+    Several keys are separated by commas, the current one first:
+    ``"kek_new:...,kek_old:..."``. That is how a deployment that injects secrets through the
+    environment rotates: put a new key in front, keep the old one readable, restart, run
+    ``brokerlink vault rotate`` (which re-wraps under the first key), then drop the old one once
+    ``brokerlink vault retire`` says nothing uses it. This source cannot change the variable itself.
+
+    Each key is 32 bytes in standard or URL-safe base64. ``name`` only labels error messages, which
     never repeat the value.
     """
 
     def __init__(self, value: str, *, name: str = "BROKERLINK_VAULT_KEY") -> None:
-        key_id, sep, encoded = value.strip().partition(":")
-        if not sep or not key_id or not encoded:
+        self.name = name
+        keks: dict[str, Kek] = {}
+        for item in value.split(","):
+            kek = _parse_env_key(item.strip(), name)
+            if kek.key_id in keks:
+                raise KeySourceError(f"{name}: key id {kek.key_id!r} appears twice")
+            keks[kek.key_id] = kek
+        if not keks:
             raise KeySourceError(f"{name} must look like 'key_id:base64key'")
-        if not _KEY_ID_RE.fullmatch(key_id):
-            raise KeySourceError(f"{name}: the key id must be 1-128 letters, digits or _.:/- characters")
-        try:
-            key = base64.b64decode(encoded.translate(str.maketrans("-_", "+/")), validate=True)
-        except (binascii.Error, ValueError):
-            raise KeySourceError(f"{name}: the key is not valid base64") from None
-        if len(key) != KEY_BYTES:
-            raise KeySourceError(
-                f"{name}: the key must be {KEY_BYTES} bytes (256 bits) once decoded, got {len(key)};"
-                f" generate one with: {_GENERATE_HINT}"
-            )
-        self._kek = Kek(key_id, key)
+        self._keks = tuple(keks.values())
+        self._by_id = keks
 
     def current(self) -> Kek:
-        """The one key."""
-        return self._kek
+        """The first key."""
+        return self._keks[0]
 
     def get(self, key_id: str) -> Kek:
-        """The one key, if it has this id."""
-        if key_id != self._kek.key_id:
+        """The key with this id."""
+        kek = self._by_id.get(key_id)
+        if kek is None:
             raise UnknownKeyId(key_id)
-        return self._kek
+        return kek
+
+    def all(self) -> tuple[Kek, ...]:
+        """Every key, in the order of the setting (current first)."""
+        return self._keks
 
     def __repr__(self) -> str:
-        return f"EnvKeySource(key_id={self._kek.key_id!r})"
+        return f"EnvKeySource(key_ids={self.key_ids()!r})"
+
+
+def _parse_env_key(item: str, name: str) -> Kek:
+    key_id, sep, encoded = item.partition(":")
+    if not sep or not key_id or not encoded:
+        raise KeySourceError(f"{name} must look like 'key_id:base64key'")
+    if not _KEY_ID_RE.fullmatch(key_id):
+        raise KeySourceError(f"{name}: the key id must be 1-128 letters, digits or _.:/- characters")
+    try:
+        key = base64.b64decode(encoded.translate(str.maketrans("-_", "+/")), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeySourceError(f"{name}: the key is not valid base64") from None
+    if len(key) != KEY_BYTES:
+        raise KeySourceError(
+            f"{name}: the key must be {KEY_BYTES} bytes (256 bits) once decoded, got {len(key)};"
+            f" generate one with: {_GENERATE_HINT}"
+        )
+    return Kek(key_id, key)
 
 
 class _KeyFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -229,16 +335,20 @@ class _KeyFile(msgspec.Struct, forbid_unknown_fields=True):
 class _KeyRing:
     current: Kek
     keys: dict[str, Kek]
+    stamp: tuple[int, int, int]  # (inode, mtime_ns, size) of the file read: a change means re-read
 
 
-class LocalKeyFile:
+class LocalKeyFile(HeldKeys):
     """Key-encryption keys in a local JSON file, created on first use with mode 0600.
 
     The file maps key ids to base64 keys and names the current one, so a rotation can add a key and
     keep the old ones for opening. It is refused when it is not a regular file, when group or others
     have any access to it, or when it is malformed. Creating it is atomic: it is written under a
     temporary name and hard-linked into place, so several workers starting at once agree on one key.
-    Loaded once; an unknown key id re-reads the file (another process may have added the key).
+    Changes (:meth:`add_key`, :meth:`remove_key`) are written to a temporary file and renamed over it,
+    under an exclusive lock on a sibling ``.lock`` file, so concurrent changes do not lose each other.
+    The file is re-read whenever it changed on disk (a cheap ``stat`` per use), so a running server
+    seals under the key a ``brokerlink vault rotate`` in another process just made current.
     """
 
     def __init__(self, path: Path) -> None:
@@ -259,16 +369,81 @@ class LocalKeyFile:
             raise UnknownKeyId(key_id)
         return kek
 
+    def all(self) -> tuple[Kek, ...]:
+        """Every key in the file, current first."""
+        ring = self._keyring()
+        return (ring.current, *(kek for kek in ring.keys.values() if kek.key_id != ring.current.key_id))
+
+    def add_key(self) -> Kek:
+        """Generate a new key, make it current, keep every old one (they still open what they wrapped)."""
+        kek = Kek.generate()
+        with self._locked_file() as ring:
+            keys = {kek.key_id: kek, **ring.keys}
+            self._write(current=kek, keys=keys)
+        self._keyring(reload=True)
+        return kek
+
+    def remove_key(self, key_id: str) -> None:
+        """Delete a key from the file. The current key cannot be removed; an unknown id raises :class:`UnknownKeyId`.
+
+        Whether anything still needs the key is the caller's question (``brokerlink vault retire``
+        counts the rows first): a removed key is gone, and so is whatever only it could open.
+        """
+        with self._locked_file() as ring:
+            if key_id not in ring.keys:
+                raise UnknownKeyId(key_id)
+            if key_id == ring.current.key_id:
+                raise KeySourceError(f"vault key {key_id!r} is the current key and cannot be removed")
+            keys = {kid: kek for kid, kek in ring.keys.items() if kid != key_id}
+            self._write(current=ring.current, keys=keys)
+        self._keyring(reload=True)
+
     def __repr__(self) -> str:
         return f"LocalKeyFile({str(self.path)!r})"
 
     def _keyring(self, *, reload: bool = False) -> _KeyRing:
         with self._lock:
-            if self._ring is None or reload:
+            if self._ring is None or reload or self._stale(self._ring):
                 if not self.path.exists():
                     self._create()
                 self._ring = self._read()
             return self._ring
+
+    def _stale(self, ring: _KeyRing) -> bool:
+        try:
+            info = self.path.stat()
+        except OSError:
+            return True
+        return (info.st_ino, info.st_mtime_ns, info.st_size) != ring.stamp
+
+    @contextlib.contextmanager
+    def _locked_file(self) -> Iterator[_KeyRing]:
+        """The freshly read key ring, under an exclusive lock held until the block ends."""
+        self._keyring()  # creates the file on first use
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self._keyring(reload=True)
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _write(self, *, current: Kek, keys: dict[str, Kek]) -> None:
+        document = _KeyFile(
+            version=1,
+            current=current.key_id,
+            keys={kid: base64.b64encode(kek.key).decode() for kid, kek in keys.items()},
+        )
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            temporary.replace(self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
     def _create(self) -> None:
         kek = Kek.generate()
@@ -287,7 +462,7 @@ class LocalKeyFile:
         finally:
             temporary.unlink(missing_ok=True)
 
-    def _read_bytes(self) -> bytes:
+    def _read_bytes(self) -> tuple[bytes, tuple[int, int, int]]:
         path = self.path
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -311,11 +486,11 @@ class LocalKeyFile:
             os.close(fd)
         if len(raw) > _KEY_FILE_MAX_BYTES:
             raise KeySourceError(f"vault key file {path} is too large to be a key file")
-        return raw
+        return raw, (info.st_ino, info.st_mtime_ns, info.st_size)
 
     def _read(self) -> _KeyRing:
         path = self.path
-        raw = self._read_bytes()
+        raw, stamp = self._read_bytes()
         try:
             document = msgspec.json.decode(raw, type=_KeyFile)
         except msgspec.ValidationError as exc:
@@ -336,7 +511,7 @@ class LocalKeyFile:
                 raise KeySourceError(f"vault key file {path}: {exc}") from None
         if document.current not in keys:
             raise KeySourceError(f"vault key file {path}: the current key {document.current!r} is not in its keys")
-        return _KeyRing(current=keys[document.current], keys=keys)
+        return _KeyRing(current=keys[document.current], keys=keys, stamp=stamp)
 
 
 class Vault:
@@ -355,14 +530,16 @@ class Vault:
     def seal(self, owner_id: str, plaintext: bytes) -> SealedSecret:
         """Encrypt ``plaintext`` for ``owner_id`` under a fresh data key, wrapped by the current KEK."""
         _check_owner_id(owner_id)
-        kek = self.keys.current()
         dek = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
         nonce = os.urandom(NONCE_BYTES)
         ciphertext = AESGCM(dek).encrypt(nonce, plaintext, _data_aad(owner_id))
-        key_nonce = os.urandom(NONCE_BYTES)
-        wrapped_key = AESGCM(kek.key).encrypt(key_nonce, dek, _wrap_aad(kek.key_id, owner_id))
+        wrapped = self.keys.wrap(dek, owner_id=owner_id)
         return SealedSecret(
-            key_id=kek.key_id, wrapped_key=wrapped_key, key_nonce=key_nonce, nonce=nonce, ciphertext=ciphertext
+            key_id=wrapped.key_id,
+            wrapped_key=wrapped.wrapped,
+            key_nonce=wrapped.nonce,
+            nonce=nonce,
+            ciphertext=ciphertext,
         )
 
     def open(self, owner_id: str, sealed: SealedSecret) -> bytes:
@@ -373,25 +550,36 @@ class Vault:
         source lacks the key.
         """
         _check_owner_id(owner_id)
-        if (
-            len(sealed.key_nonce) != NONCE_BYTES
-            or len(sealed.nonce) != NONCE_BYTES
-            or len(sealed.wrapped_key) != WRAPPED_KEY_BYTES
-            or len(sealed.ciphertext) < TAG_BYTES
-        ):
+        if len(sealed.nonce) != NONCE_BYTES or len(sealed.ciphertext) < TAG_BYTES:
             raise VaultError(f"a sealed secret of {owner_id} is malformed (a field has the wrong length)")
-        kek = self.keys.get(sealed.key_id)
-        try:
-            dek = AESGCM(kek.key).decrypt(sealed.key_nonce, sealed.wrapped_key, _wrap_aad(kek.key_id, owner_id))
-        except InvalidTag:
-            raise VaultError(
-                f"the data key of a secret of {owner_id} does not authenticate under vault key {kek.key_id!r}"
-                " (another owner's secret, a different key with this id, or tampered)"
-            ) from None
+        dek = self._unwrap(owner_id, sealed)
         try:
             return AESGCM(dek).decrypt(sealed.nonce, sealed.ciphertext, _data_aad(owner_id))
         except InvalidTag:
             raise VaultError(f"the ciphertext of a secret of {owner_id} does not authenticate (tampered)") from None
+
+    def rewrap(self, owner_id: str, sealed: SealedSecret) -> SealedSecret:
+        """The same secret with its data key wrapped under the current key (key rotation).
+
+        Only the data key is unwrapped and wrapped again: the ciphertext and its nonce are kept as
+        they are, so rotation touches 48 bytes per secret and never handles the plaintext. The data
+        key is authenticated on the way (unwrapping it checks the tag), not the ciphertext, which is
+        checked as ever when the secret is opened.
+        """
+        _check_owner_id(owner_id)
+        dek = self._unwrap(owner_id, sealed)
+        wrapped = self.keys.wrap(dek, owner_id=owner_id)
+        return msgspec.structs.replace(
+            sealed, key_id=wrapped.key_id, wrapped_key=wrapped.wrapped, key_nonce=wrapped.nonce
+        )
+
+    def _unwrap(self, owner_id: str, sealed: SealedSecret) -> bytes:
+        dek = self.keys.unwrap(
+            WrappedKey(key_id=sealed.key_id, nonce=sealed.key_nonce, wrapped=sealed.wrapped_key), owner_id=owner_id
+        )
+        if len(dek) != KEY_BYTES:
+            raise VaultError(f"the data key of a secret of {owner_id} has the wrong length")
+        return dek
 
     async def put(self, session: AsyncSession, *, owner_id: str, purpose: str, plaintext: bytes, now: datetime) -> str:
         """Seal and store a secret; returns its id (``sec_...``). Flushes; the caller commits."""
@@ -420,6 +608,45 @@ class Vault:
     async def delete(self, session: AsyncSession, secret_id: str) -> bool:
         """Delete a stored secret. Returns whether it existed. Flushes; the caller commits."""
         return await SecretRepository(session).delete(secret_id)
+
+
+class RewrapBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """What one :func:`rewrap_batch` did: rows re-wrapped, rows that could not be, and where to continue."""
+
+    rewrapped: int
+    failed: tuple[str, ...]
+    """Ids of secrets whose data key did not unwrap (an unknown key, or tampered): left as they were."""
+    last_id: str | None
+    """The last id looked at; None when there was nothing left to look at."""
+
+
+async def rewrap_batch(session: AsyncSession, vault: Vault, *, after: str | None, limit: int) -> RewrapBatch:
+    """Re-wrap up to ``limit`` secrets not under the current key, in id order after ``after``; flushes only.
+
+    Each row is updated only if it still names the key it was read with, so a concurrent rotation (or
+    a re-run of an interrupted one) never overwrites a newer wrap; rows already under the current key
+    are not selected at all, which is what makes an interrupted rotation safe to run again.
+    """
+    repository = SecretRepository(session)
+    current = vault.keys.current_key_id()
+    rows = await repository.list_not_under_key(current, after=after, limit=limit)
+    rewrapped = 0
+    failed: list[str] = []
+    for row in rows:
+        try:
+            sealed = vault.rewrap(row.owner_id, sealed_from_row(row))
+        except VaultError:
+            failed.append(row.id)
+            continue
+        if await repository.rewrap(
+            row.id,
+            old_key_id=row.key_id,
+            key_id=sealed.key_id,
+            wrapped_key=sealed.wrapped_key,
+            key_nonce=sealed.key_nonce,
+        ):
+            rewrapped += 1
+    return RewrapBatch(rewrapped=rewrapped, failed=tuple(failed), last_id=rows[-1].id if rows else None)
 
 
 def sealed_from_row(row: VaultSecretRow) -> SealedSecret:

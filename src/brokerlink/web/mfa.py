@@ -17,6 +17,7 @@ from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER, HTTP_429_TOO_MANY_REQUESTS
 
 from brokerlink import __version__
+from brokerlink.api.audit import audited, unchanged
 from brokerlink.api.auth.cookies import sign_in
 from brokerlink.api.auth.mfa import NO_STORE, check_code, mfa_is_recent, needs_mfa
 from brokerlink.api.auth.middleware import MFA_CHALLENGE_OPT, session_mfa
@@ -99,9 +100,10 @@ async def mfa_login_submit(  # noqa: PLR0917 - Litestar injects by name
     if user is None:
         raise NotFound("user not found")
     if not pending and not await needs_mfa(db, user.id):
+        unchanged(request)
         return Redirect(path=target, status_code=HTTP_303_SEE_OTHER)
     try:
-        await check_code(request, MfaService(db, links.vault, clock), settings, user, data.code)
+        method = await check_code(request, MfaService(db, links.vault, clock), settings, user, data.code)
     except (InvalidMfaCode, RateLimited) as exc:
         context = {"next": target, "error": exc.detail, "pending": pending, "version": __version__}
         if isinstance(exc, RateLimited):
@@ -118,6 +120,7 @@ async def mfa_login_submit(  # noqa: PLR0917 - Litestar injects by name
         cookies.append(cookie)
     if session_id is not None:
         await MfaRepository(db).mark_session_verified(session_id, clock.now())
+    await audited(request, db, action="auth.mfa", target=user.id, now=clock.now(), details={"method": method})
     return Redirect(path=target, status_code=HTTP_303_SEE_OTHER, cookies=cookies)
 
 
@@ -159,30 +162,42 @@ async def enrol_submit(  # noqa: PLR0917 - Litestar injects by name
     if user is None:
         raise NotFound("user not found")
     if await needs_mfa(db, user.id) and not mfa_is_recent(session_mfa(request.scope), settings, clock):
+        unchanged(request)
         return Redirect(path=f"/login/mfa?next={SECURITY_PAGE}", status_code=HTTP_303_SEE_OTHER)
     enrolment = await MfaService(db, links.vault, clock).start(user.id, account=user.email, issuer=settings.mfa_issuer)
+    await audited(request, db, action="mfa.totp_start", target=user.id, now=clock.now())
     context = {"user": user, "enrolment": enrolment, "error": None, "version": __version__}
     return Template(template_name="account_mfa_enrol.html", context=context, headers=NO_STORE)
 
 
 @post(f"{SECURITY_PAGE}/totp/confirm", include_in_schema=False, before_request=require_form_body)
-async def confirm_submit(
-    data: URLEncodedBody[MfaCodeForm], principal: CurrentPrincipal, db: DbSession, clock: AppClock, links: Links
+async def confirm_submit(  # noqa: PLR0917 - Litestar injects by name
+    request: Request[Any, Any, Any],
+    data: URLEncodedBody[MfaCodeForm],
+    principal: CurrentPrincipal,
+    db: DbSession,
+    clock: AppClock,
+    links: Links,
 ) -> Template | Redirect:
     """Confirm with a code: the recovery codes on this response only; a wrong code goes back to the start."""
     service = MfaService(db, links.vault, clock)
     try:
         codes = await service.confirm(principal.user_id, data.code)
     except Conflict:
+        unchanged(request)
         return _back("no_enrolment")
     except InvalidMfaCode:
         # Nothing is active yet and the pending secret cannot be shown again: start over.
         pending = await MfaRepository(db).get(principal.user_id, PENDING)
         if pending is not None:
             await service.discard_pending(principal.user_id)
+        await audited(
+            request, db, action="mfa.totp_enable", target=principal.user_id, now=clock.now(), outcome="failure"
+        )
         return _back("bad_confirm")
     if principal.session_id is not None:
         await MfaRepository(db).mark_session_verified(principal.session_id, clock.now())
+    await audited(request, db, action="mfa.totp_enable", target=principal.user_id, now=clock.now())
     user = await UserRepository(db).get(principal.user_id)
     context = {"user": user, "codes": codes, "version": __version__}
     return Template(template_name="account_recovery_codes.html", context=context, headers=NO_STORE)
@@ -203,6 +218,7 @@ async def disable_submit(  # noqa: PLR0917 - Litestar injects by name
     if user is None:
         raise NotFound("user not found")
     if not await needs_mfa(db, user.id):
+        unchanged(request)
         return _back("not_enrolled")
     service = MfaService(db, links.vault, clock)
     try:
@@ -212,6 +228,7 @@ async def disable_submit(  # noqa: PLR0917 - Litestar injects by name
     except RateLimited:
         return _back("locked")
     await service.disable_verified(user.id)
+    await audited(request, db, action="mfa.totp_disable", target=user.id, now=clock.now())
     return _back("disabled")
 
 

@@ -16,13 +16,15 @@ from litestar.params import QueryParameter, URLEncodedBody
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_303_SEE_OTHER
 
-from brokerlink import __version__
+from brokerlink import __version__, observe
+from brokerlink.api.audit import audit_sign_out, audited, sign_in_refused, unchanged, user_actor
 from brokerlink.api.auth.cookies import sign_in, sign_out
 from brokerlink.api.auth.lockout import account_subject, ip_subject, lockout_of
 from brokerlink.api.auth.mfa import needs_mfa, start_mfa_challenge
 from brokerlink.api.auth.middleware import MFA_CHALLENGE_OPT
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
 from brokerlink.api.guards import require_form_body
+from brokerlink.api.ratelimit import client_ip
 from brokerlink.domain.models import Balance, Order, Position
 from brokerlink.kit.errors import BrokerlinkError, InvalidCredentials, RateLimited
 from brokerlink.security.users import UserService
@@ -152,6 +154,10 @@ async def login_submit(
             await lockout.failed(account, ip)
             raise
     except (InvalidCredentials, RateLimited) as exc:
+        locked = isinstance(exc, RateLimited)
+        reason = "locked_out" if locked else "password"
+        observe.auth_failure(principal=data.email, ip=client_ip(request.scope), reason=reason)
+        sign_in_refused(request, data.email, outcome="denied" if locked else "failure")
         context = {
             "next": safe_next(data.next),
             "email": data.email,
@@ -164,11 +170,17 @@ async def login_submit(
         # 200, not 401: a 401 must carry WWW-Authenticate, and a cookie form has no such scheme.
         return Template(template_name="login.html", context=context)
     issued, cookie = await sign_in(request, db, settings, clock, user)
-    if await needs_mfa(db, user.id):
+    mfa_step = await needs_mfa(db, user.id)
+    await audited(
+        request, db, action="auth.login", target=user.id, now=clock.now(), actor=user_actor(user.id),
+        details={"mfa_pending": mfa_step},
+    )  # fmt: skip
+    if mfa_step:
         await start_mfa_challenge(db, settings, clock, issued)
         target = "/login/mfa?" + urlencode({"next": safe_next(data.next)})
         return Redirect(path=target, status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
     await lockout.succeeded(account)
+    observe.auth_success(principal=data.email, ip=client_ip(request.scope), method="password")
     return Redirect(path=safe_next(data.next), status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
 
@@ -191,6 +203,7 @@ async def register_submit(
 ) -> Template | Redirect:
     """Create the account and sign in; show what was wrong otherwise."""
     if not settings.allow_registration:
+        unchanged(request)
         return Redirect(path="/login", status_code=HTTP_303_SEE_OTHER)
     try:
         user = await UserService(db, clock).register(
@@ -200,7 +213,9 @@ async def register_submit(
         if exc.status >= 500:
             raise
         context = {"email": data.email, "display_name": data.display_name, "error": exc.detail, "version": __version__}
+        unchanged(request)
         return Template(template_name="register.html", context=context, status_code=exc.status)
+    await audited(request, db, action="auth.register", target=user.id, now=clock.now(), actor=user_actor(user.id))
     _, cookie = await sign_in(request, db, settings, clock, user)
     return Redirect(path="/", status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 
@@ -210,6 +225,7 @@ async def logout_submit(
     request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
 ) -> Redirect:
     """End the session and return to the sign-in page."""
+    await audit_sign_out(request, db, clock)
     cookie = await sign_out(request, db, settings, clock)
     return Redirect(path="/login", status_code=HTTP_303_SEE_OTHER, cookies=[cookie])
 

@@ -5,9 +5,9 @@ Another user's object answers 404, exactly like a missing one: existence is neve
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Router, delete, get, patch, post
+from litestar import Request, Router, delete, get, patch, post
 from litestar.params import JSONBody, Parameter
 
 from brokerlink.api.accounts.schemas import (
@@ -19,6 +19,7 @@ from brokerlink.api.accounts.schemas import (
     ConnectionResponse,
     LinkResponse,
 )
+from brokerlink.api.audit import audited, stamp
 from brokerlink.api.auth.mfa import require_recent_mfa
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
 from brokerlink.engine.links.service import NewLink
@@ -52,8 +53,13 @@ async def get_account(account_id: AccountId, principal: CurrentPrincipal, db: Db
 
 
 @patch("/{account_id:str}", summary="Rename an account")
-async def update_account(
-    account_id: AccountId, data: JSONBody[AccountUpdate], principal: CurrentPrincipal, db: DbSession, clock: AppClock
+async def update_account(  # noqa: PLR0917 - Litestar injects by name
+    request: Request[Any, Any, Any],
+    account_id: AccountId,
+    data: JSONBody[AccountUpdate],
+    principal: CurrentPrincipal,
+    db: DbSession,
+    clock: AppClock,
 ) -> AccountResponse:
     """Change the account's display name."""
     principal.require_account(account_id)
@@ -62,6 +68,7 @@ async def update_account(
         raise InvalidInput("name must not be blank", extra={"field": "name"})
     if await AccountRepository(db).rename(principal.user_id, account_id, name, now=clock.now()) is None:
         raise NotFound("account not found")
+    await audited(request, db, action="account.rename", target=account_id, now=clock.now())
     return AccountResponse.of(await _listing(db, principal, account_id))
 
 
@@ -89,7 +96,11 @@ async def get_connection(connection_id: ConnectionId, principal: CurrentPrincipa
     guards=[require_recent_mfa(enrolment_optional=lambda settings: not settings.require_mfa_for_linking)],
 )
 async def create_connection(
-    data: JSONBody[ConnectionCreate], principal: CurrentPrincipal, db: DbSession, links: Links
+    request: Request[Any, Any, Any],
+    data: JSONBody[ConnectionCreate],
+    principal: CurrentPrincipal,
+    db: DbSession,
+    links: Links,
 ) -> LinkResponse:
     """Connect with the credentials (422 if the broker refuses them, 503 if it cannot be reached);
     only then store the connection, its sealed credentials and the account. Needs a full user
@@ -104,7 +115,7 @@ async def create_connection(
     if account_name == "":
         raise InvalidInput("account_name must not be blank", extra={"field": "account_name"})
     await db.commit()  # linking writes through its own session
-    request = NewLink(
+    new_link = NewLink(
         broker=data.broker,
         label=label,
         base_url=data.base_url,
@@ -112,7 +123,7 @@ async def create_connection(
         venue_account_id=data.venue_account_id,
         account_name=account_name,
     )
-    account = await links.link(principal.user_id, request)
+    account = await links.link(principal.user_id, new_link, audit=stamp(request))
     connection = await ConnectionRepository(db).get_for_user(principal.user_id, account.connection_id)
     if connection is None:  # unlinked in the meantime
         raise NotFound("connection not found")
@@ -124,7 +135,11 @@ async def create_connection(
 
 @delete("/{connection_id:str}", summary="Unlink a broker", status_code=204)
 async def delete_connection(
-    connection_id: ConnectionId, principal: CurrentPrincipal, db: DbSession, links: Links
+    request: Request[Any, Any, Any],
+    connection_id: ConnectionId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    links: Links,
 ) -> None:
     """Disconnect and destroy the stored credentials. Accounts with orders or fills stay (their history
     is the user's record) with the connection marked revoked; others are removed."""
@@ -133,7 +148,7 @@ async def delete_connection(
     if await ConnectionRepository(db).get_for_user(principal.user_id, connection_id) is None:
         raise NotFound("connection not found")
     await db.commit()
-    await links.unlink(principal.user_id, connection_id)
+    await links.unlink(principal.user_id, connection_id, audit=stamp(request))
 
 
 accounts_router = Router(

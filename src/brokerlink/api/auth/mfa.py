@@ -22,15 +22,18 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from litestar.types import Guard
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink import observe
+from brokerlink.api.audit import audit_after, audited, user_actor
 from brokerlink.api.auth.cookies import sign_in
 from brokerlink.api.auth.lockout import account_subject, ip_subject, lockout_of
 from brokerlink.api.auth.middleware import MFA_CHALLENGE_OPT, SessionMfa, request_db_session, session_mfa
 from brokerlink.api.auth.schemas import UserResponse
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession, Links
+from brokerlink.api.ratelimit import client_ip
 from brokerlink.api.schemas import RequestBody, ResponseBody
 from brokerlink.config import Settings
 from brokerlink.kit.clock import Clock
-from brokerlink.kit.errors import InvalidInput, NotFound
+from brokerlink.kit.errors import InvalidInput, NotFound, RateLimited
 from brokerlink.security.principal import Principal
 from brokerlink.security.sessions import IssuedSession
 from brokerlink.security.totp import (
@@ -131,13 +134,21 @@ async def check_code(
     a wrong code counts as a failed sign-in, a right one clears the account's count."""
     lockout = lockout_of(request.app.state, settings)
     subjects = (account_subject(user.email), ip_subject(request))
-    await lockout.check(*subjects)
+    try:
+        await lockout.check(*subjects)
+    except RateLimited:
+        observe.auth_failure(principal=user.email, ip=client_ip(request.scope), reason="locked_out")
+        audit_after(request, actor=user_actor(user.id), action="auth.mfa", target=user.id, outcome="denied")
+        raise
     try:
         verified = await service.verify(user.id, code)
     except InvalidMfaCode:
         await lockout.failed(*subjects)
+        audit_after(request, actor=user_actor(user.id), action="auth.mfa", target=user.id, outcome="failure")
+        observe.auth_failure(principal=user.email, ip=client_ip(request.scope), reason="mfa_code")
         raise
     await lockout.succeeded(subjects[0])
+    observe.auth_success(principal=user.email, ip=client_ip(request.scope), method="mfa")
     return verified.method
 
 
@@ -220,6 +231,7 @@ async def verify_mfa(  # noqa: PLR0917 - Litestar injects by name
     if session_id is None:
         raise MfaRequired("only a signed-in session can verify MFA")
     await MfaRepository(db).mark_session_verified(session_id, clock.now())
+    await audited(request, db, action="auth.mfa", target=user.id, now=clock.now(), details={"method": method})
     if expires_at is None:
         expires_at = (await MfaRepository(db).session_expiry(session_id)) or clock.now()
     body = MfaVerifiedResponse(
@@ -260,13 +272,19 @@ async def start_totp(  # noqa: PLR0917 - Litestar injects by name
     if await needs_mfa(db, user.id) and not mfa_is_recent(session_mfa(request.scope), settings, clock):
         raise MfaRequired("replacing your authenticator needs a recent MFA check: POST /v1/auth/mfa first")
     enrolment = await MfaService(db, links.vault, clock).start(user.id, account=user.email, issuer=settings.mfa_issuer)
+    await audited(request, db, action="mfa.totp_start", target=user.id, now=clock.now())
     body = TotpEnrolmentResponse(otpauth_uri=enrolment.uri, qr_svg=enrolment.qr_svg, secret=enrolment.secret)
     return Response(body, status_code=HTTP_201_CREATED, headers=NO_STORE)
 
 
 @post("/totp/confirm", status_code=HTTP_200_OK, summary="Confirm TOTP enrolment with a current code")
-async def confirm_totp(
-    data: JSONBody[MfaCodeRequest], principal: CurrentPrincipal, db: DbSession, clock: AppClock, links: Links
+async def confirm_totp(  # noqa: PLR0917 - Litestar injects by name
+    request: Request[Any, Any, Any],
+    data: JSONBody[MfaCodeRequest],
+    principal: CurrentPrincipal,
+    db: DbSession,
+    clock: AppClock,
+    links: Links,
 ) -> Response[RecoveryCodesResponse]:
     """Activate the authenticator (and replace a previous one); returns 10 single-use recovery codes,
     shown this once. The check counts as this session's MFA verification."""
@@ -276,6 +294,7 @@ async def confirm_totp(
         raise InvalidInput(exc.detail, extra={"field": "code"}) from None
     if principal.session_id is not None:
         await MfaRepository(db).mark_session_verified(principal.session_id, clock.now())
+    await audited(request, db, action="mfa.totp_enable", target=principal.user_id, now=clock.now())
     return Response(RecoveryCodesResponse(recovery_codes=codes), headers=NO_STORE)
 
 
@@ -300,6 +319,7 @@ async def disable_totp(  # noqa: PLR0917 - Litestar injects by name
     except InvalidMfaCode as exc:
         raise InvalidInput(exc.detail, extra={"field": "code"}) from None
     await service.disable_verified(user.id)
+    await audited(request, db, action="mfa.totp_disable", target=user.id, now=clock.now())
 
 
 mfa_router = Router(path="/me/mfa", route_handlers=[mfa_status, start_totp, confirm_totp, disable_totp], tags=["auth"])

@@ -9,13 +9,16 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from litestar.utils.scope.state import ScopeState
 
+from brokerlink import observe
+from brokerlink.api.audit import audit_sign_out, audited, sign_in_refused, user_actor
 from brokerlink.api.auth.cookies import sign_in, sign_out
 from brokerlink.api.auth.lockout import account_subject, ip_subject, lockout_of
 from brokerlink.api.auth.mfa import MfaChallengeResponse, needs_mfa, start_mfa_challenge, verify_mfa
 from brokerlink.api.auth.middleware import MFA_CHALLENGE_OPT
 from brokerlink.api.auth.schemas import CsrfResponse, LoginRequest, RegisterRequest, SessionResponse, UserResponse
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
-from brokerlink.kit.errors import Forbidden, InvalidCredentials, NotFound
+from brokerlink.api.ratelimit import client_ip
+from brokerlink.kit.errors import Forbidden, InvalidCredentials, NotFound, RateLimited
 from brokerlink.security.users import UserService
 from brokerlink.store.models import UserRow
 from brokerlink.store.repositories.users import UserRepository
@@ -44,6 +47,7 @@ async def register(
     user = await UserService(db, clock).register(
         email=data.email, password=data.password, display_name=data.display_name
     )
+    await audited(request, db, action="auth.register", target=user.id, now=clock.now(), actor=user_actor(user.id))
     response = await _signed_in(request, db, settings, clock, user)
     response.status_code = HTTP_201_CREATED
     return response
@@ -61,17 +65,30 @@ async def login(
     """
     lockout = lockout_of(request.app.state, settings)
     account, ip = account_subject(data.email), ip_subject(request)
-    await lockout.check(account, ip)
+    try:
+        await lockout.check(account, ip)
+    except RateLimited:
+        observe.auth_failure(principal=data.email, ip=client_ip(request.scope), reason="locked_out")
+        sign_in_refused(request, data.email, outcome="denied")
+        raise
     try:
         user = await UserService(db, clock).authenticate(data.email, data.password)
     except InvalidCredentials:
         await lockout.failed(account, ip)
+        sign_in_refused(request, data.email, outcome="failure")
+        observe.auth_failure(principal=data.email, ip=client_ip(request.scope), reason="password")
         raise
-    if await needs_mfa(db, user.id):
+    mfa_step = await needs_mfa(db, user.id)
+    await audited(
+        request, db, action="auth.login", target=user.id, now=clock.now(), actor=user_actor(user.id),
+        details={"mfa_pending": mfa_step},
+    )  # fmt: skip
+    if mfa_step:
         issued, cookie = await sign_in(request, db, settings, clock, user)
         expires_at = await start_mfa_challenge(db, settings, clock, issued)
         return Response(MfaChallengeResponse(expires_at=expires_at), cookies=[cookie])
     await lockout.succeeded(account)
+    observe.auth_success(principal=data.email, ip=client_ip(request.scope), method="password")
     response = await _signed_in(request, db, settings, clock, user)
     return Response(response.content, cookies=response.cookies)
 
@@ -81,6 +98,7 @@ async def logout(
     request: Request[Any, Any, Any], db: DbSession, settings: AppSettings, clock: AppClock
 ) -> Response[None]:
     """End the current session and clear its cookie."""
+    await audit_sign_out(request, db, clock)
     cookie = await sign_out(request, db, settings, clock)
     return Response(None, status_code=HTTP_204_NO_CONTENT, cookies=[cookie])
 

@@ -11,12 +11,13 @@ slash). Another user's subscription answers 404 exactly like a missing one.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import delete, get
+from litestar import Request, delete, get
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink.api.audit import audited
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession
 from brokerlink.api.schemas import ResponseBody
 from brokerlink.domain.copy import Subscription
@@ -65,13 +66,22 @@ async def list_paused_symbols(
 
 
 @delete("/{subscription_id:str}/paused-symbols/{symbol:str}", summary="Resume a paused symbol", status_code=204)
-async def resume_paused_symbol(
-    subscription_id: SubscriptionId, symbol: Symbol, principal: CurrentPrincipal, db: DbSession, clock: AppClock
+async def resume_paused_symbol(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
+    subscription_id: SubscriptionId,
+    symbol: Symbol,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    clock: AppClock,
 ) -> None:
     """Copy into the symbol again from the provider's next trade (a ``resumed`` copy event records it;
     the count of refusals starts over). 404 when the symbol is not paused."""
     await _subscription(db, principal, subscription_id)
     await rejects.resume_symbol(db, subscription_id, symbol, now=clock.now())
+    await audited(
+        request, db, action="subscription.symbol_resume", target=subscription_id, now=clock.now(),
+        details={"symbol": symbol},
+    )  # fmt: skip
 
 
 GUARD_HANDLERS = [list_paused_symbols, resume_paused_symbol]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from litestar import Router, get, post
+from litestar import Request, Router, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody
 
+from brokerlink.api.audit import audited
 from brokerlink.api.copy.routes import SubscriptionId, _subscription
 from brokerlink.api.copy.schemas import CopyIntentResponse
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
@@ -108,6 +110,7 @@ async def get_reconciliation(  # noqa: PLR0917 - injected parameters
 
 @post("/{subscription_id:str}/reconciliation", summary="Reconcile a subscription now (and repair)", status_code=200)
 async def run_reconciliation(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
     data: JSONBody[ReconciliationRequest],
     principal: CurrentPrincipal,
@@ -126,6 +129,11 @@ async def run_reconciliation(  # noqa: PLR0917 - injected parameters
     report = await reconcile(
         database, clock, subscription_id=subscription_id, repair=data.repair, is_live=links.is_live, record=True
     )
+    # The run wrote through its own sessions; its record follows in the request's (ADR 0016).
+    await audited(
+        request, db, action="subscription.reconcile", target=subscription_id, now=clock.now(),
+        details={"repair": data.repair, "findings": len(report.findings), "closing_orders": len(report.intents)},
+    )  # fmt: skip
     engine: CopyEngine | None = state.get("copy_engine")
     if engine is not None and report.intents:
         engine.dispatch(report.intents)

@@ -18,12 +18,13 @@ from decimal import Decimal
 from typing import Annotated, Any, Protocol, TypeVar
 
 import msgspec
-from litestar import Response, Router, get, patch, post, put
+from litestar import Request, Response, Router, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.params import HeaderParameter, JSONBody, Parameter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink.api.audit import audited, unchanged
 from brokerlink.api.copy.guards import GUARD_HANDLERS
 from brokerlink.api.copy.http import (
     PreconditionFailed,
@@ -110,7 +111,11 @@ async def _own_strategy(db: AsyncSession, principal: Principal, strategy_id: str
 
 @post("/", summary="Publish a strategy", status_code=201)
 async def create_strategy(
-    data: JSONBody[StrategyCreate], principal: CurrentPrincipal, db: DbSession, clock: AppClock
+    request: Request[Any, Any, Any],
+    data: JSONBody[StrategyCreate],
+    principal: CurrentPrincipal,
+    db: DbSession,
+    clock: AppClock,
 ) -> Response[StrategyResponse]:
     """Publish a strategy backed by one of your accounts (404 for an account that is not yours, 409
     for a name you already use). Its account's fills from now on are the signals; the positions it
@@ -126,6 +131,10 @@ async def create_strategy(
         min_follower_equity=_min_equity(data.min_follower_equity),
         now=clock.now(),
     )
+    await audited(
+        request, db, action="strategy.create", target=strategy.id, now=clock.now(),
+        details={"account_id": strategy.account_id, "visibility": strategy.visibility.value},
+    )  # fmt: skip
     return Response(
         StrategyResponse.render(strategy, mine=True),
         status_code=201,
@@ -171,8 +180,13 @@ async def get_strategy(strategy_id: StrategyId, principal: CurrentPrincipal, db:
 
 
 @patch("/{strategy_id:str}", summary="Change or close a strategy")
-async def update_strategy(
-    strategy_id: StrategyId, data: JSONBody[StrategyUpdate], principal: CurrentPrincipal, db: DbSession, clock: AppClock
+async def update_strategy(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
+    strategy_id: StrategyId,
+    data: JSONBody[StrategyUpdate],
+    principal: CurrentPrincipal,
+    db: DbSession,
+    clock: AppClock,
 ) -> StrategyResponse:
     """Rename, describe, change visibility or the minimum follower equity, or close (final: 409 for
     any later change). Its followers keep their subscriptions; a closed strategy sends no more signals."""
@@ -190,6 +204,7 @@ async def update_strategy(
         wanted["status"] = StrategyStatus(wanted["status"])
     changes = {name: value for name, value in wanted.items() if getattr(current, name) != value}
     if not changes:
+        unchanged(request)
         return StrategyResponse.render(current, mine=True)
     if current.status is StrategyStatus.CLOSED:
         raise Conflict("the strategy is closed: it no longer changes")
@@ -199,6 +214,10 @@ async def update_strategy(
             await StrategyRepository(db).update(updated)
     except IntegrityError:
         raise Conflict(f"you already have a strategy named {updated.name!r}", extra={"field": "name"}) from None
+    await audited(
+        request, db, action="strategy.update", target=strategy_id, now=clock.now(),
+        details={"changed": ",".join(sorted(changes))},
+    )  # fmt: skip
     return StrategyResponse.render(updated, mine=True)
 
 
@@ -250,7 +269,8 @@ async def _scoped_page(
     response_headers=ETAG_HEADER,
     before_request=checked_body(SubscriptionCreate, nested_in="settings"),
 )
-async def create_subscription(
+async def create_subscription(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
     data: JSONBody[SubscriptionCreate],
     principal: CurrentPrincipal,
     db: DbSession,
@@ -271,6 +291,10 @@ async def create_subscription(
         settings=data.settings,
         now=clock.now(),
     )
+    await audited(
+        request, db, action="subscription.create", target=subscription.id, now=clock.now(),
+        details={"strategy_id": data.strategy_id, "account_id": data.account_id},
+    )  # fmt: skip
     await db.commit()  # the engine reads it through its own session
     await copy_engine.copy_open_positions(subscription.id)
     return with_etag(subscription, SubscriptionResponse.render(subscription), 201)
@@ -325,6 +349,7 @@ async def get_settings(
     before_request=checked_body(CopySettings),
 )
 async def replace_settings(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
     data: JSONBody[CopySettings],
     principal: CurrentPrincipal,
@@ -347,10 +372,15 @@ async def replace_settings(  # noqa: PLR0917 - injected parameters
         )
     except StaleVersion as exc:
         raise PreconditionFailed(str(exc)) from None
+    await audited(
+        request, db, action="subscription.settings", target=subscription_id, now=clock.now(),
+        details={"version": changed.version},
+    )  # fmt: skip
     return with_etag(changed, decode_settings(changed.settings))
 
 
 async def _change_status(
+    request: Request[Any, Any, Any],
     db: AsyncSession,
     principal: Principal,
     clock: Clock,
@@ -363,7 +393,7 @@ async def _change_status(
     current = await _subscription(db, principal, subscription_id)
     expected = expected_version(if_match, current, required=False)
     try:
-        return await manage.set_status(
+        changed, intents = await manage.set_status(
             db,
             user_id=principal.user_id,
             subscription_id=subscription_id,
@@ -376,10 +406,19 @@ async def _change_status(
         if expected is None:
             raise  # a concurrent change, not a precondition the caller set: 409
         raise PreconditionFailed(str(exc)) from None
+    if changed.version == current.version and not intents:
+        unchanged(request)
+    else:
+        await audited(
+            request, db, action=f"subscription.{status.value}", target=subscription_id, now=clock.now(),
+            details={"from": current.status.value, "closing_orders": len(intents)},
+        )  # fmt: skip
+    return changed, intents
 
 
 @post("/{subscription_id:str}/pause", summary="Pause a subscription", status_code=200, response_headers=ETAG_HEADER)
-async def pause_subscription(
+async def pause_subscription(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
     db: DbSession,
@@ -389,13 +428,14 @@ async def pause_subscription(
     """No new copies (each skipped trade is an event with reason ``paused``); open copies stay open
     and still follow the provider's closes. Pausing a paused subscription changes nothing; 409 once stopped."""
     changed, _ = await _change_status(
-        db, principal, clock, subscription_id, status=SubscriptionStatus.PAUSED, if_match=if_match
+        request, db, principal, clock, subscription_id, status=SubscriptionStatus.PAUSED, if_match=if_match
     )
     return with_etag(changed, SubscriptionResponse.render(changed))
 
 
 @post("/{subscription_id:str}/resume", summary="Resume a subscription", status_code=200, response_headers=ETAG_HEADER)
-async def resume_subscription(
+async def resume_subscription(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
     db: DbSession,
@@ -404,7 +444,7 @@ async def resume_subscription(
 ) -> Response[SubscriptionResponse]:
     """Copy everything again from the provider's next trade (what was missed is not caught up). 409 once stopped."""
     changed, _ = await _change_status(
-        db, principal, clock, subscription_id, status=SubscriptionStatus.ACTIVE, if_match=if_match
+        request, db, principal, clock, subscription_id, status=SubscriptionStatus.ACTIVE, if_match=if_match
     )
     return with_etag(changed, SubscriptionResponse.render(changed))
 
@@ -415,7 +455,8 @@ async def resume_subscription(
     status_code=200,
     response_headers=ETAG_HEADER,
 )
-async def close_only_subscription(
+async def close_only_subscription(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
     db: DbSession,
@@ -424,13 +465,14 @@ async def close_only_subscription(
 ) -> Response[SubscriptionResponse]:
     """Copy the provider's reductions and closes, not its opens or increases. 409 once stopped."""
     changed, _ = await _change_status(
-        db, principal, clock, subscription_id, status=SubscriptionStatus.CLOSE_ONLY, if_match=if_match
+        request, db, principal, clock, subscription_id, status=SubscriptionStatus.CLOSE_ONLY, if_match=if_match
     )
     return with_etag(changed, SubscriptionResponse.render(changed))
 
 
 @post("/{subscription_id:str}/stop", summary="Stop a subscription", status_code=200, response_headers=ETAG_HEADER)
 async def stop_subscription(  # noqa: PLR0917 - injected parameters
+    request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
     db: DbSession,
@@ -443,6 +485,7 @@ async def stop_subscription(  # noqa: PLR0917 - injected parameters
     without it the follower keeps the positions, no longer linked to the provider's. Stopping a stopped
     subscription is idempotent (200, unchanged); with ``close_copies`` it closes copies still open."""
     changed, intents = await _change_status(
+        request,
         db,
         principal,
         clock,

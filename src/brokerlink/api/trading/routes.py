@@ -9,12 +9,13 @@ commands write through their own sessions, and SQLite allows one writer at a tim
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Response, Router, delete, get, post
+from litestar import Request, Response, Router, delete, get, post
 from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink.api.audit import stamp
 from brokerlink.api.deps import CurrentPrincipal, DbSession, Links
 from brokerlink.api.trading.schemas import (
     BalanceList,
@@ -147,8 +148,13 @@ async def list_orders(
 
 
 @post("/{account_id:str}/orders", summary="Place an order", status_code=201)
-async def create_order(
-    account_id: AccountId, data: JSONBody[OrderCreate], principal: CurrentPrincipal, db: DbSession, links: Links
+async def create_order(  # noqa: PLR0917 - Litestar injects by name
+    request: Request[Any, Any, Any],
+    account_id: AccountId,
+    data: JSONBody[OrderCreate],
+    principal: CurrentPrincipal,
+    db: DbSession,
+    links: Links,
 ) -> Response[OrderResponse]:
     """Validate against the broker's rules, store, send, and return the order once the broker answered
     (or after two seconds, as it stands). 201 for a new order, 200 when ``client_order_id`` repeats
@@ -168,7 +174,7 @@ async def create_order(
         stop_price=data.stop_price,
         client_order_id=data.client_order_id,
     )
-    order, created = await place_order(links, account_id, ticket)
+    order, created = await place_order(links, account_id, ticket, audit=stamp(request))
     return Response(OrderResponse.of(order), status_code=201 if created else 200)
 
 
@@ -196,14 +202,16 @@ async def get_order(order_id: OrderId, principal: CurrentPrincipal, db: DbSessio
 
 
 @delete("/{order_id:str}", summary="Cancel an order", status_code=200)
-async def delete_order(order_id: OrderId, principal: CurrentPrincipal, db: DbSession, links: Links) -> OrderResponse:
+async def delete_order(
+    request: Request[Any, Any, Any], order_id: OrderId, principal: CurrentPrincipal, db: DbSession, links: Links
+) -> OrderResponse:
     """Ask the broker to cancel; returns the order once the broker answered (or as it stands after
     two seconds). 409 when the order already ended or the broker refused the cancel."""
     order = await OrderRepository(db).get_for_user(principal.user_id, order_id)
     if order is None or not principal.can_reach_account(order.account_id):
         raise NotFound("order not found")
     await db.commit()
-    return OrderResponse.of(await cancel_order(links, principal.user_id, order_id))
+    return OrderResponse.of(await cancel_order(links, principal.user_id, order_id, audit=stamp(request)))
 
 
 account_trading_router = Router(

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink import observe
 from brokerlink.domain.copy import CopyEvent, CopyEventKind, CopyIntent, IntentAction, IntentStatus, LinkStatus
 from brokerlink.domain.enums import OrderStatus
 from brokerlink.domain.models import Order
@@ -54,6 +55,7 @@ async def settle(
         now = clock.now()
         if intent.status is IntentStatus.SENT and order.status is not OrderStatus.PENDING_NEW:
             await intents.mark_acknowledged(intent.id, now=now, order_id=order.id, broker_us=broker_us)
+            observe.copy_latency(signal_us=None, engine_us=None, broker_us=broker_us)  # the answer came after the send
         if not order.status.is_terminal:
             await session.commit()
             return False

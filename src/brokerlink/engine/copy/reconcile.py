@@ -47,6 +47,7 @@ import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink import observe
 from brokerlink.domain.copy import (
     LIVE_SUBSCRIPTION_STATUSES,
     CopyEvent,
@@ -385,6 +386,10 @@ async def reconcile(
     repairs: list[Repair] = []
     intents: list[CopyIntent] = []
     for subscription in scope:
+        observe.reconcile_drift(
+            subscription_id=subscription.id,
+            drifted=len({f.symbol for f in findings if f.subscription_id == subscription.id and f.kind in ACTIONABLE}),
+        )
         mine = [f for f in findings if f.subscription_id == subscription.id and f.kind in ACTIONABLE] if repair else []
         if mine or record:
             summary = _of_subscription(findings, subscription.id, expected) if record else None

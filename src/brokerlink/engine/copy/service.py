@@ -30,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink import observe
 from brokerlink.brokers.base import BrokerError, OrderRefused
 from brokerlink.bus.base import EventBus
 from brokerlink.domain.copy import (
@@ -54,6 +55,7 @@ from brokerlink.domain.copy import (
 from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
 from brokerlink.domain.models import Fill, Order, Position, Quote
+from brokerlink.engine.audit import COPY_ENGINE, Stamp
 from brokerlink.engine.copy import joining, outcomes, rejects
 from brokerlink.engine.copy.guards import period_start
 from brokerlink.engine.copy.ids import copy_client_order_id
@@ -70,6 +72,7 @@ from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import BrokerlinkError, InvalidInput, Unavailable
 from brokerlink.kit.ids import new_id
 from brokerlink.logs import get_logger
+from brokerlink.security.audit import Entry, record_many
 from brokerlink.store.db import Database
 from brokerlink.store.models import BrokerConnectionRow
 from brokerlink.store.repositories.accounts import AccountRepository
@@ -172,8 +175,12 @@ class CopyEngine:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - a task that already died must not stop the shutdown
+                _log.exception("copy_task_failed", task=task.get_name())
         self._tasks.clear()
         self._dispatching.clear()
         self._prepared.clear()  # stored pending_new: the next start's replay sends them
@@ -349,6 +356,8 @@ class CopyEngine:
             await CopyIntentRepository(session).add_many(intents)
             await OrderRepository(session).add_many(list(orders.values()))
             await CopyEventRepository(session).add_many(events)
+            # Last, as the trail asks: on PostgreSQL its head stays locked until the commit.
+            await record_many(session, _placed_entries(intents, orders), now=now)
             # Known before the commit: a replay that sees the intents first sends them the fast way too.
             self._prepared.update(orders)
             try:
@@ -363,6 +372,7 @@ class CopyEngine:
             "copy_signal", strategy_id=strategy.id, trade_id=fill.trade_id, intents=len(intents), skips=len(events),
             signal_us=signal_us,
         )  # fmt: skip
+        observe.copy_latency(signal_us=signal_us, engine_us=None, broker_us=None)  # once per signal, not per copy
         return intents
 
     async def _plan(
@@ -695,6 +705,7 @@ class CopyEngine:
                     _ticket(intent),
                     ack_wait_s=self.ack_wait_s,
                     keep_unsent=True,
+                    audit=_ENGINE_STAMP,
                 )
                 if not created and order.status is OrderStatus.PENDING_NEW:
                     order = await send_stored(self.links, order, ack_wait_s=self.ack_wait_s)  # a replay
@@ -705,6 +716,8 @@ class CopyEngine:
             await self._requeue(intent, str(exc))
             return
         broker_us = int((time.perf_counter() - sent) * 1_000_000)
+        answered = order.status is not OrderStatus.PENDING_NEW  # else the broker's answer is timed by settle()
+        observe.copy_latency(signal_us=None, engine_us=engine_us, broker_us=broker_us if answered else None)
         # What follows a send reads and writes: bounded, so that a fan-out to many followers does not
         # take every pooled connection (the links' ingest needs them too) while its orders are out.
         async with self._followups:
@@ -783,6 +796,32 @@ async def _live_connection(session: AsyncSession, account_id: str) -> BrokerConn
     if connection is None or connection.status == ConnectionState.REVOKED.value:
         return None
     return connection
+
+
+_ENGINE_STAMP = Stamp(actor=COPY_ENGINE)
+
+
+def _placed_entries(intents: Iterable[CopyIntent], orders: Mapping[str, Order]) -> list[Entry]:
+    """One ``order.place`` audit record per order the planning transaction stores (the others are
+    recorded when :func:`place_order` stores them)."""
+    return [
+        Entry(
+            actor=COPY_ENGINE,
+            action="order.place",
+            target=order.id,
+            details={
+                "account_id": order.account_id,
+                "client_order_id": order.client_order_id,
+                "subscription_id": intent.subscription_id,
+                "intent_id": intent.id,
+                "symbol": order.symbol,
+                "side": order.side.value,
+                "qty": str(order.qty),
+            },
+        )
+        for intent in intents
+        if (order := orders.get(intent.id)) is not None
+    ]
 
 
 def _ticket(intent: CopyIntent) -> OrderTicket:

@@ -19,6 +19,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink import observe
 from brokerlink.domain.events import (
     AccountUpdated,
     ConnectionChanged,
@@ -36,6 +37,7 @@ from brokerlink.domain.orders import (
     apply_event,
     fill_from_event,
 )
+from brokerlink.engine.copy.ids import PREFIX as COPY_ID_PREFIX
 from brokerlink.logs import get_logger
 from brokerlink.store.repositories.events import EventRepository
 from brokerlink.store.repositories.fills import FillRepository
@@ -102,6 +104,12 @@ async def _ingest_order_event(session: AsyncSession, event: OrderEventType) -> O
     if after is state:
         return Outcome.DUPLICATE
     await orders.update(after.order)
+    if after.order.status.is_terminal and not state.order.status.is_terminal:  # once per order
+        observe.order_outcome(
+            broker=session.info.get("broker", ""),  # set by BrokerLinks.apply: events name no broker
+            status=after.order.status.value,
+            source="copy" if event.client_order_id.startswith(COPY_ID_PREFIX) else "user",
+        )
     if len(after.fills) > len(state.fills):
         await fills.add_if_new(after.fills[-1])
     return Outcome.APPLIED

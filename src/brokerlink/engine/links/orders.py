@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -33,6 +34,7 @@ from brokerlink.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import OrderCancelRejected, OrderCancelRequested, OrderRejected
 from brokerlink.domain.models import Order
 from brokerlink.domain.orders import validate_order_request
+from brokerlink.engine.audit import Stamp
 from brokerlink.engine.links.live import LiveAccount
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.errors import Conflict, InvalidInput, NotFound, Unavailable
@@ -75,8 +77,12 @@ async def place_order(
     *,
     ack_wait_s: float = ACK_WAIT_S,
     keep_unsent: bool = False,
+    audit: Stamp | None = None,
 ) -> tuple[Order, bool]:
     """Place ``ticket`` in the account; returns the order and whether this call created it.
+
+    ``audit`` records ``order.place`` in the transaction that stores the order (a repeated
+    ``client_order_id`` stores nothing and records nothing).
 
     ``keep_unsent``: when the broker provably did not take the order (a transient failure, an
     unknown outcome that lookup shows never arrived), leave it ``pending_new`` for the caller to
@@ -97,6 +103,10 @@ async def place_order(
             )
         live.require_connected()
         await orders.add(order)
+        if audit is not None:
+            await audit.record(
+                session, action="order.place", target=order.id, now=order.created_at, details=_placed(order)
+            )
         await session.commit()
     changed = live.changed(client_order_id)
     try:
@@ -104,6 +114,19 @@ async def place_order(
         return await _await_change(links, order, changed=changed, done=_acknowledged, wait_s=ack_wait_s), True
     finally:
         live.forget(client_order_id)
+
+
+def _placed(order: Order) -> dict[str, str | None]:
+    """The audit details of a placed order: what was asked, never anything secret."""
+    return {
+        "account_id": order.account_id,
+        "client_order_id": order.client_order_id,
+        "symbol": order.symbol,
+        "side": order.side.value,
+        "qty": str(order.qty),
+        "type": order.type.value,
+        "limit_price": None if order.limit_price is None else str(order.limit_price),
+    }
 
 
 def prepare_order(live: LiveAccount, ticket: OrderTicket, *, now: datetime) -> Order:
@@ -209,8 +232,11 @@ async def _reject(links: BrokerLinks, live: LiveAccount, order: Order, reason: s
     await links.apply(live, event)
 
 
-async def cancel_order(links: BrokerLinks, user_id: str, order_id: str, *, ack_wait_s: float = ACK_WAIT_S) -> Order:
-    """Ask the broker to cancel the user's order; returns it as it stands after the answer (or the wait)."""
+async def cancel_order(
+    links: BrokerLinks, user_id: str, order_id: str, *, ack_wait_s: float = ACK_WAIT_S, audit: Stamp | None = None
+) -> Order:
+    """Ask the broker to cancel the user's order; returns it as it stands after the answer (or the wait).
+    ``audit`` records ``order.cancel`` with the cancel request's state change."""
     order = await _load_for_user(links, user_id, order_id)
     if order.status.is_terminal:
         raise Conflict(f"the order is {order.status.value}; there is nothing to cancel", extra={"status": order.status})
@@ -219,9 +245,11 @@ async def cancel_order(links: BrokerLinks, user_id: str, order_id: str, *, ack_w
     changed = live.changed(order.client_order_id)
     try:
         account_id, client_order_id = order.account_id, order.client_order_id
-        await links.apply(
-            live, OrderCancelRequested(account_id=account_id, client_order_id=client_order_id, ts=links.clock.now())
-        )
+        requested = OrderCancelRequested(account_id=account_id, client_order_id=client_order_id, ts=links.clock.now())
+        hook = None
+        if audit is not None:
+            hook = functools.partial(audit.record, action="order.cancel", target=order.id, now=requested.ts)
+        await links.apply(live, requested, audit=hook)
         try:
             await live.adapter.cancel(order.client_order_id)
         except OrderRefused as exc:

@@ -19,6 +19,7 @@ that repeats something already stored changes nothing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 from brokerlink.domain.enums import OrderStatus
@@ -62,8 +63,13 @@ async def recover(
     clock: Clock,
     apply: Apply,
     owned_elsewhere: Callable[[Order], bool] = lambda _order: False,
+    horizon: datetime | None = None,
 ) -> None:
     """Apply what the venue's reports say happened while the account was not followed.
+
+    ``horizon``: venue fills from before it are not caught up. Order history older than the
+    retention period is purged here (ADR 0017); without a horizon, a purged fill the venue still
+    reports would come back as new, and a provider's old trade would be copied again.
 
     ``owned_elsewhere(order)`` names unsent orders whose sender replays them itself (the copy
     engine's outbox, which must send each intent exactly once): those are left ``pending_new``.
@@ -86,7 +92,7 @@ async def recover(
                 _log.warning("open_order_unknown_at_venue", account_id=account_id, order_id=order.id)
             continue
         behind[order.client_order_id] = (order, venue)
-    await _catch_up_fills(database, live, clock=clock, apply=apply)
+    await _catch_up_fills(database, live, clock=clock, apply=apply, horizon=horizon)
     for order, venue in behind.values():
         for event in _final_events(order, venue, clock):
             await apply(live, event)
@@ -109,7 +115,9 @@ async def sync_holdings(database: Database, live: LiveAccount, *, clock: Clock, 
         await apply(live, PositionUpdated(account_id=account_id, ts=now, position=position))
 
 
-async def _catch_up_fills(database: Database, live: LiveAccount, *, clock: Clock, apply: Apply) -> None:
+async def _catch_up_fills(
+    database: Database, live: LiveAccount, *, clock: Clock, apply: Apply, horizon: datetime | None
+) -> None:
     """Apply every venue fill the store does not have: of brokerlink's orders (their fills while it was
     away) and of orders placed elsewhere (a provider trading on the broker's own platform: the copy
     engine must see those too, or its record of the provider's position goes stale).
@@ -123,7 +131,7 @@ async def _catch_up_fills(database: Database, live: LiveAccount, *, clock: Clock
     for _ in range(MAX_CATCH_UP_PAGES):
         page = await live.adapter.fills_since(cursor)
         for fill in page.fills:
-            if fill.trade_id not in known:
+            if fill.trade_id not in known and (horizon is None or fill.ts >= horizon):
                 await apply(live, _fill_event(fill, clock=clock))
         if page.next_cursor is None or not page.fills:
             return

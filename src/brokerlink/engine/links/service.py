@@ -19,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import msgspec
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from brokerlink import observe
 from brokerlink.brokers.backoff import Backoff
 from brokerlink.brokers.base import (
     AdapterConfig,
@@ -40,6 +43,7 @@ from brokerlink.bus.base import EventBus
 from brokerlink.domain.enums import AccountMode, ConnectionState
 from brokerlink.domain.events import ConnectionChanged, DomainEvent, OrderEvent, OrderFilled, encode_event
 from brokerlink.domain.models import Account, Balance, Instrument, Order, Position
+from brokerlink.engine.audit import Stamp
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC, Outcome, ingest
 from brokerlink.engine.links.live import LiveAccount
 from brokerlink.engine.links.recovery import recover, sync_holdings
@@ -53,6 +57,9 @@ from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
 from brokerlink.store.repositories.instruments import InstrumentRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
+
+AuditHook = Callable[[AsyncSession], Awaitable[object]]
+"""Records an audit entry in the transaction it is given."""
 
 _log = get_logger("brokerlink.engine.links")
 
@@ -110,7 +117,11 @@ class BrokerLinks:
         adapter_factory: AdapterFactory = create_adapter,
         allowed_hosts: frozenset[str] = LOOPBACK_HOSTS,
         retry_max_s: float = 30.0,
+        fill_horizon_days: int = 0,
     ) -> None:
+        """``fill_horizon_days``: after a reconnect, venue fills older than this are not caught up
+        (0: all). Set to the order-history retention, so a purged fill is not stored again as new."""
+        self.fill_horizon_days = fill_horizon_days
         self.database = database
         self.bus = bus
         self.vault = vault
@@ -177,10 +188,11 @@ class BrokerLinks:
 
     # --- linking -----------------------------------------------------------------------------
 
-    async def link(self, user_id: str, request: NewLink) -> Account:
+    async def link(self, user_id: str, request: NewLink, *, audit: Stamp | None = None) -> Account:
         """Prove the credentials by connecting, then store the link; returns the new account.
 
         Nothing is stored when the broker refuses the credentials (422) or cannot be reached (503).
+        ``audit`` records the link in the transaction that stores it.
         """
         if request.broker not in adapter_kinds():
             raise InvalidInput(f"broker: unknown broker {request.broker!r}", extra={"field": "broker"})
@@ -217,7 +229,7 @@ class BrokerLinks:
         try:
             account = await self._store_link(
                 user_id, request, account=account, stored=stored, balance=balance, instruments=instruments,
-                positions=positions,
+                positions=positions, audit=audit,
             )  # fmt: skip
         except BaseException:
             await adapter.close()
@@ -243,6 +255,7 @@ class BrokerLinks:
         balance: Balance,
         instruments: list[Instrument],
         positions: list[Position],
+        audit: Stamp | None,
     ) -> Account:
         now = self.clock.now()
         async with self.database.session() as session:
@@ -267,11 +280,17 @@ class BrokerLinks:
             await BalanceRepository(session).upsert(balance)
             for position in positions:
                 await PositionRepository(session).upsert(position, now=now)
+            if audit is not None:
+                await audit.record(
+                    session, action="connection.link", target=row.id, now=now,
+                    details={"broker": request.broker, "account_id": account.id, "secret_id": secret_id},
+                )  # fmt: skip
             await session.commit()
         return account
 
-    async def unlink(self, user_id: str, connection_id: str) -> None:
-        """Disconnect and forget the credentials. Accounts without history go; others stay, revoked."""
+    async def unlink(self, user_id: str, connection_id: str, *, audit: Stamp | None = None) -> None:
+        """Disconnect and forget the credentials. Accounts without history go; others stay, revoked.
+        ``audit`` records the unlink in the same transaction."""
         async with self.database.session() as session:
             connections = ConnectionRepository(session)
             row = await connections.get_for_user(user_id, connection_id)
@@ -288,11 +307,19 @@ class BrokerLinks:
             if row.credentials_ref is not None:
                 await self.vault.delete(session, row.credentials_ref)
                 await connections.set_credentials_ref(connection_id, None, now=now)
+            kept = False
             try:
                 async with session.begin_nested():
                     await connections.delete_for_user(user_id, connection_id)
             except IntegrityError:  # orders or fills refer to its accounts: keep the history
                 await connections.set_status(connection_id, ConnectionState.REVOKED, now=now)
+                kept = True
+            if audit is not None:
+                await audit.record(
+                    session, action="connection.unlink", target=connection_id, now=now,
+                    details={"broker": row.broker, "history_kept": kept},
+                )  # fmt: skip
+            observe.broker_connection(connection_id=connection_id, broker=row.broker, state="revoked")
             await session.commit()
         _log.info("broker_unlinked", user_id=user_id, connection_id=connection_id)
 
@@ -333,8 +360,10 @@ class BrokerLinks:
                 self._live[live.id] = live
                 try:
                     await self._set_status(connection_id, ConnectionState.CONNECTED)
+                    observe.broker_connection(connection_id=connection_id, broker=live.broker, state="connected")
                     await self._pump(connection_id, live)
                 finally:
+                    observe.broker_connection(connection_id=connection_id, broker=live.broker, state="disconnected")
                     self._live.pop(live.id, None)
                     await live.stop_refresh()
                     await live.adapter.close()
@@ -344,6 +373,9 @@ class BrokerLinks:
                     raise
                 _log.warning("broker_credentials_refused", connection_id=connection_id)
                 await self._set_status(connection_id, ConnectionState.REVOKED)
+                observe.broker_connection(
+                    connection_id=connection_id, broker=live.broker if live else "", state="revoked"
+                )
                 return
             except Exception as exc:  # noqa: BLE001 - every failure ends in a reconnect, logged with its cause
                 if live is not None:
@@ -359,7 +391,13 @@ class BrokerLinks:
 
     async def _recover(self, live: LiveAccount) -> None:
         try:
-            await recover(self.database, live, clock=self.clock, apply=self.apply, owned_elsewhere=self.owned_elsewhere)
+            horizon = None
+            if self.fill_horizon_days > 0:
+                horizon = self.clock.now() - timedelta(days=self.fill_horizon_days)
+            await recover(
+                self.database, live, clock=self.clock, apply=self.apply, owned_elsewhere=self.owned_elsewhere,
+                horizon=horizon,
+            )  # fmt: skip
         except BaseException:
             await live.adapter.close()
             raise
@@ -377,6 +415,7 @@ class BrokerLinks:
             )
         account = accounts[0]
         await self._set_status(connection_id, ConnectionState.CONNECTING)
+        observe.broker_connection(connection_id=connection_id, broker=row.broker, state="disconnected")  # not up yet
         config = AdapterConfig(
             account_id=account.id,
             venue_account_id=stored.venue_account_id,
@@ -401,13 +440,23 @@ class BrokerLinks:
             if isinstance(event, ConnectionChanged):
                 live.state = _STATE_OF_STREAM[event.state]
                 await self._set_status(connection_id, live.state)
+                up = live.state is ConnectionState.CONNECTED  # degraded: the adapter is reconnecting, so not up
+                observe.broker_connection(
+                    connection_id=connection_id, broker=live.broker, state="connected" if up else "disconnected"
+                )
                 continue
             await self.apply(live, event)
 
-    async def apply(self, live: LiveAccount, event: DomainEvent) -> Outcome:
-        """Persist one event of ``live``'s account, publish it, and wake whoever waits on its order."""
+    async def apply(self, live: LiveAccount, event: DomainEvent, *, audit: AuditHook | None = None) -> Outcome:
+        """Persist one event of ``live``'s account, publish it, and wake whoever waits on its order.
+
+        ``audit`` runs in the event's transaction before it commits (a user's cancel request is
+        recorded with the state change it makes)."""
         async with live.lock, self.database.session() as session:
+            session.info["broker"] = live.broker  # for ingest's order_outcome observation
             outcome = await ingest(session, event, now=self.clock.now())
+            if audit is not None:
+                await audit(session)
             await session.commit()
         if outcome in (Outcome.APPLIED, Outcome.UNTRACKED):
             try:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.kit.ids import new_id
 from brokerlink.store.models import VaultSecretRow
-from brokerlink.store.repositories._common import rowcount
+from brokerlink.store.repositories._common import FRESH, rowcount
 
 
 class SecretRepository:
@@ -79,3 +79,30 @@ class SecretRepository:
         """Delete every secret of an owner (when the owner itself is deleted); returns how many."""
         stmt = delete(VaultSecretRow).where(VaultSecretRow.owner_id == owner_id)
         return rowcount(await self.session.execute(stmt.execution_options(synchronize_session="fetch")))
+
+    async def count_by_key(self) -> dict[str, int]:
+        """How many secrets each key-encryption key wraps, by key id (keys wrapping nothing are absent)."""
+        stmt = select(VaultSecretRow.key_id, func.count()).group_by(VaultSecretRow.key_id)
+        return {key_id: int(count) for key_id, count in (await self.session.execute(stmt)).all()}
+
+    async def list_not_under_key(self, key_id: str, *, after: str | None, limit: int) -> list[VaultSecretRow]:
+        """Up to ``limit`` secrets wrapped under another key than ``key_id``, by id after ``after`` (rotation)."""
+        stmt = select(VaultSecretRow).where(VaultSecretRow.key_id != key_id)
+        if after is not None:
+            stmt = stmt.where(VaultSecretRow.id > after)
+        stmt = stmt.order_by(VaultSecretRow.id).limit(limit).execution_options(**FRESH)
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def rewrap(
+        self, secret_id: str, *, old_key_id: str, key_id: str, wrapped_key: bytes, key_nonce: bytes
+    ) -> bool:
+        """Replace a secret's wrapped data key if it is still wrapped under ``old_key_id``; returns whether it was.
+
+        The ciphertext is not touched: rotation re-wraps data keys, it does not re-encrypt secrets.
+        """
+        stmt = (
+            update(VaultSecretRow)
+            .where(VaultSecretRow.id == secret_id, VaultSecretRow.key_id == old_key_id)
+            .values(key_id=key_id, wrapped_key=wrapped_key, key_nonce=key_nonce)
+        )
+        return rowcount(await self.session.execute(stmt.execution_options(synchronize_session=False))) > 0

@@ -1,0 +1,96 @@
+"""The server's background services besides the broker links and the copy engine.
+
+Each is started here in order and stopped by the caller in reverse, and each is kept on the app's
+state under its name so routes (and tests) can reach it: the audit checkpointer (ADR 0016), alerts
+and their admin stream (0019), the ledger poster and reconciler (0020), fees (0021), retention
+(0017) and equity snapshots (0022).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from litestar.datastructures import State
+
+from brokerlink.api.ledger.fees import live_marks as fee_marks
+from brokerlink.bus.base import EventBus
+from brokerlink.config import Settings
+from brokerlink.engine.alerts.service import AlertService
+from brokerlink.engine.links.service import BrokerLinks
+from brokerlink.engine.retention import RetentionService
+from brokerlink.kit.clock import Clock
+from brokerlink.ledger.fee_task import FeeTask
+from brokerlink.ledger.fees import FeeConfig
+from brokerlink.ledger.poster import LedgerPoster
+from brokerlink.ledger.reconcile import Reconciler
+from brokerlink.ledger.snapshots import EquitySampler, live_marks
+from brokerlink.security.audit_sign import AuditSigner
+from brokerlink.security.audit_task import AuditCheckpointer
+from brokerlink.security.vault import Vault
+from brokerlink.store.db import Database
+from brokerlink.stream.admin import AdminAlertHub
+
+Stop = Callable[[], Awaitable[None]]
+
+
+async def start_services(
+    state: State,
+    settings: Settings,
+    *,
+    database: Database,
+    bus: EventBus,
+    vault: Vault,
+    links: BrokerLinks,
+    clock: Clock,
+) -> list[Stop]:
+    """Start the services; returns their stops, in the order they started (stop them in reverse)."""
+    stops: list[Stop] = []
+
+    checkpointer = AuditCheckpointer(
+        database,
+        AuditSigner.from_settings(settings),
+        clock,
+        every_s=settings.audit_checkpoint_every_s,
+        export_to=settings.audit_checkpoint_export,
+    )
+    state.audit_checkpointer = checkpointer
+    checkpointer.start()
+    stops.append(checkpointer.stop)
+
+    alerts = AlertService(database, bus, vault, clock, settings)
+    state.alerts = alerts
+    await alerts.start()
+    stops.append(alerts.stop)
+    admin_stream = AdminAlertHub(bus)
+    state.admin_stream = admin_stream
+    await admin_stream.start()
+    stops.append(admin_stream.stop)
+
+    poster = LedgerPoster(database, clock, bus=bus, every_s=settings.ledger_post_every_s)
+    state.ledger_poster = poster
+    await poster.start()
+    stops.append(poster.stop)
+    reconciler = Reconciler(database, clock, every_s=settings.ledger_reconcile_every_s)
+    state.ledger_reconciler = reconciler
+    reconciler.start()
+    stops.append(reconciler.stop)
+
+    fees = FeeTask(
+        database, clock, FeeConfig.from_settings(settings), every_s=settings.fee_task_every_s, marks=fee_marks(links)
+    )
+    state.fee_task = fees
+    fees.start()
+    stops.append(fees.stop)
+
+    retention = RetentionService.from_settings(settings, database, clock)
+    state.retention = retention
+    retention.start()
+    stops.append(retention.stop)
+
+    sampler = EquitySampler(
+        database, clock, every_s=settings.stats_snapshot_every_s, mark=live_marks(links.is_live, links.live)
+    )
+    state.stats_sampler = sampler
+    sampler.start()
+    stops.append(sampler.stop)
+    return stops
