@@ -55,6 +55,7 @@ import re
 import secrets
 import stat
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -213,23 +214,23 @@ class KeySource(Protocol):
         ...
 
 
-class HeldKeys:
+class HeldKeys(ABC):
     """The wrap/unwrap of a key source that holds its keys in this process (AES-256-GCM, see the module doc).
 
     Subclasses provide :meth:`current`, :meth:`get` and :meth:`all`.
     """
 
+    @abstractmethod
     def current(self) -> Kek:
         """The key that wraps new data keys."""
-        raise NotImplementedError
 
+    @abstractmethod
     def get(self, key_id: str) -> Kek:
         """The key with this id; raises :class:`UnknownKeyId` naming the id when there is none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def all(self) -> tuple[Kek, ...]:
         """Every key, current first."""
-        raise NotImplementedError
 
     def current_key_id(self) -> str:
         """The current key's id."""
