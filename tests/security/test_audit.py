@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import rfc8785
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -27,6 +28,7 @@ from brokerlink.security.audit import (
     AuditContext,
     Entry,
     canonical_details,
+    canonical_json,
     record,
     record_hash,
     record_many,
@@ -467,3 +469,21 @@ async def test_record_many_chains_exactly_like_single_records(audit_db: Database
         await session.commit()
     async with audit_db.session() as session:
         assert await AuditRepository(session).get(last + 1) is None
+
+
+_JSON_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
+_JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1), _JSON_TEXT)
+
+
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True),
+        st.one_of(_JSON_VALUES, st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), _JSON_VALUES)),
+        max_size=12,
+    )
+)
+def test_canonical_json_is_rfc8785_for_every_value_a_record_holds(document: dict[str, object]) -> None:
+    """The fast encoder writes exactly what the reference RFC 8785 implementation writes, for the
+    values audit records and checkpoints hold (strings of any characters, safe integers, booleans,
+    null, objects): so a hash computed by either verifies with the other."""
+    assert canonical_json(document) == rfc8785.dumps(document)

@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
-import rfc8785
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.store.repositories._common import dialect_name
@@ -48,6 +47,7 @@ __all__ = [
     "DetailValue",
     "Entry",
     "canonical_details",
+    "canonical_json",
     "record",
     "record_hash",
     "record_many",
@@ -93,6 +93,21 @@ def _text(name: str, value: str | None, limit: int, *, optional: bool = False) -
         raise ValueError(f"audit {name} must be 1 to {limit} characters")
 
 
+_CANONICAL = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_json(value: object) -> bytes:
+    """RFC 8785 (JCS) canonical JSON of the values audit records hold: objects with ASCII keys,
+    strings, integers within 2^53, booleans and null.
+
+    For those, JCS is keys sorted, no whitespace, and JSON.stringify's string escaping, which is
+    exactly what msgspec writes (a hypothesis test compares it with the reference implementation,
+    the ``rfc8785`` package). Floats, which JCS formats its own way, never occur here. msgspec is
+    about 30 times faster, and the copy engine records one per order of a fan-out.
+    """
+    return _CANONICAL.encode(value)
+
+
 def canonical_details(details: Mapping[str, DetailValue] | None) -> str:
     """The details as canonical JSON text, after refusing secret-looking keys and oversized values."""
     if not details:
@@ -115,7 +130,7 @@ def canonical_details(details: Mapping[str, DetailValue] | None) -> str:
                 raise ValueError(f"audit detail {name!r} is longer than {MAX_DETAIL_TEXT} characters")
         else:
             raise TypeError(f"audit detail {name!r} must be a str, int, bool or None, not {type(value).__name__}")
-    return rfc8785.dumps(dict(details)).decode()
+    return canonical_json(dict(details)).decode()
 
 
 def _timestamp(at: datetime) -> str:
@@ -143,7 +158,7 @@ def record_hash(stored: StoredRecord, details: Mapping[str, DetailValue] | None 
         "details": msgspec.json.decode(stored.details) if details is None else dict(details),
         "prev_hash": stored.prev_hash,
     }
-    return hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+    return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-import rfc8785
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.kit.ids import new_id
+from brokerlink.security.audit import canonical_json
 from brokerlink.security.audit_sign import AuditSigner
 from brokerlink.store.models_audit import AuditCheckpointKind, AuditCheckpointRow
 from brokerlink.store.repositories.audit import AuditRepository
@@ -71,7 +71,7 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True, tag="checkpoint", ta
 
 def checkpoint_message(*, kind: str, sequence: int, head_hash: str, at: datetime, key_id: str) -> bytes:
     """Canonical JSON (RFC 8785) of what a checkpoint states, with a purpose string for domain separation."""
-    return rfc8785.dumps(
+    return canonical_json(
         {
             "purpose": _PURPOSE,
             "kind": kind,
