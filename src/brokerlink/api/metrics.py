@@ -17,26 +17,13 @@ import hmac
 from typing import Any
 
 from litestar import Request, Response, get
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink import observe
 from brokerlink.api.deps import AppSettings, DbSession
-from brokerlink.domain.copy import IntentStatus
 from brokerlink.kit.errors import NotAuthenticated, NotFound
-from brokerlink.store.models import CopyIntentRow
+from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 
-UNANSWERED = (IntentStatus.PENDING.value, IntentStatus.SENT.value)
-"""Outbox intents the broker has not answered: not yet handed over, or handed over and unacknowledged."""
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="metrics"'}
-
-
-async def outbox_depth(session: AsyncSession) -> int:
-    """How many copy intents wait for the broker (one indexed count: ``ix_copy_intents_status_id``)."""
-    count = await session.scalar(
-        select(func.count()).select_from(CopyIntentRow).where(CopyIntentRow.status.in_(UNANSWERED))
-    )
-    return int(count or 0)
 
 
 def _bearer(request: Request[Any, Any, Any]) -> str | None:
@@ -61,6 +48,6 @@ async def metrics(request: Request[Any, Any, Any], settings: AppSettings, db: Db
         ip = request.client.host if request.client else ""
         observe.auth_failure(principal="metrics", ip=ip, reason="metrics_token")
         raise NotAuthenticated("GET /metrics needs Authorization: Bearer <metrics token>", headers=_CHALLENGE)
-    observe.outbox_depth(depth=await outbox_depth(db))
+    observe.outbox_depth(depth=await CopyIntentRepository(db).count_unanswered())
     body, content_type = observe.exposition()
     return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})

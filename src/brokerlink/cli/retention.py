@@ -19,9 +19,10 @@ from rich.table import Table
 
 from brokerlink.cli import server
 from brokerlink.config import Settings
-from brokerlink.engine.retention import PurgeReport, RetentionPolicy, audit_signer_from_settings, purge
+from brokerlink.engine.retention import PurgeReport, RetentionPolicy, purge
 from brokerlink.kit.clock import SystemClock
 from brokerlink.logs import configure_logging
+from brokerlink.security.audit_sign import AuditSigner
 from brokerlink.store.db import Database
 
 retention_app = typer.Typer(help="Data retention.", no_args_is_help=True)
@@ -53,7 +54,7 @@ def purge_command(
                 SystemClock(),
                 policy,
                 dry_run=dry_run,
-                audit_signer=audit_signer_from_settings(settings),
+                audit_signer=AuditSigner.from_settings(settings),
                 audit_export=settings.audit_checkpoint_export,
             )
         finally:

@@ -358,11 +358,6 @@ async def _purge_events(database: Database, at: datetime, batch: int, dry_run: b
         await asyncio.sleep(0)
 
 
-def audit_signer_from_settings(settings: Settings) -> AuditSigner:
-    """The audit checkpoint signer the settings describe (the server's own key)."""
-    return AuditSigner.from_settings(settings)
-
-
 async def _purge_audit(
     database: Database,
     at: datetime,
@@ -449,6 +444,6 @@ class RetentionService:
             clock,
             RetentionPolicy.from_settings(settings),
             every_s=settings.retention_purge_every_s,
-            audit_signer=audit_signer if audit_signer is not None else audit_signer_from_settings(settings),
+            audit_signer=audit_signer if audit_signer is not None else AuditSigner.from_settings(settings),
             audit_export=settings.audit_checkpoint_export,
         )

@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.copy import CopyIntent, IntentStatus, intent_sources
@@ -61,6 +61,13 @@ class CopyIntentRepository:
         )
         row = (await self.session.execute(stmt, execution_options=FRESH)).scalar_one_or_none()
         return None if row is None else copy_intent_from_row(row)
+
+    async def count_unanswered(self) -> int:
+        """Outbox intents the broker has not answered: not yet handed over, or handed over and
+        unacknowledged (one indexed count: ``ix_copy_intents_status_id``)."""
+        waiting = (IntentStatus.PENDING.value, IntentStatus.SENT.value)
+        stmt = select(func.count()).select_from(CopyIntentRow).where(CopyIntentRow.status.in_(waiting))
+        return int(await self.session.scalar(stmt) or 0)
 
     async def list_pending(self, *, limit: int = 100) -> list[CopyIntent]:
         """Intents not yet handed to an adapter, oldest first: what the relay sends next."""
