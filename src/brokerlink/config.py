@@ -216,6 +216,12 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Seconds between equity snapshots of every account and subscription."
     )
 
+    # --- issue 5: authorization server (H5a) ---
+    # --- issue 5: consents and client registration (H5b) ---
+    # --- issue 5: resource server, roles, WebSocket (H5c) ---
+    # --- issue 5: idempotency, CORS (H5d) ---
+    # --- issue 7: real brokers ---
+
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().absolute()

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ from brokerlink.brokers.sim.wire import API_PREFIX, HEADER_API_KEY, HEADER_SIGNA
 
 FAULTS = ["none", "latency", "drop_connections", "fail_after_accept", "duplicate_events", "reorder_events"]
 """Faults every order test runs under (parametrized)."""
-DEDICATED_FAULTS = ["depth_gap", "reject_next", "clock_skew_ms"]
+DEDICATED_FAULTS = ["depth_gap", "reject_next", "clock_skew_ms", "rate_limit_next"]
 """Faults with a test of their own: they change what the right outcome is (a resync, a refusal)."""
 ALL_FAULTS = FAULTS + DEDICATED_FAULTS
 
@@ -60,6 +60,10 @@ class VenueHarness(Protocol):
     async def advance(self) -> None:
         """Let the venue's market move (one market-data step)."""
         ...
+
+
+VenueFactory = Callable[[], contextlib.AbstractAsyncContextManager[VenueHarness]]
+"""Starts a venue on loopback and stops it on exit (the suite's ``venue`` fixture runs one per test)."""
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ import pytest
 
 from brokerlink.brokers.base import (
     BrokerAdapter,
+    BrokerRateLimited,
     MarketDataAdapter,
     OrderBookView,
     OrderRefused,
@@ -31,7 +32,7 @@ from brokerlink.brokers.base import (
 )
 from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import ConnectionChanged, DomainEvent, OrderAccepted, OrderCanceled, OrderFilled
-from tests.contract.harness import ALL_FAULTS, FAULTS, VenueHarness, sim_venue
+from tests.contract.harness import ALL_FAULTS, FAULTS, VenueFactory, VenueHarness, sim_venue
 
 pytestmark = pytest.mark.e2e
 _ids = itertools.count(1)
@@ -47,6 +48,7 @@ FAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "depth_gap": {"depth_gap": 1},
     "reject_next": {"reject_next": 1},
     "clock_skew_ms": {"clock_skew_ms": 120_000},
+    "rate_limit_next": {"rate_limit_next": 1},
 }
 
 
@@ -80,9 +82,21 @@ class EventLog:
                 await self._task
 
 
-@pytest.fixture(params=["sim"])
+def _venues() -> dict[str, VenueFactory]:
+    """Every venue the suite runs against, by broker kind (issue 7's join here, one line each)."""
+    venues: dict[str, VenueFactory] = {"sim": sim_venue}
+    # VENUE alpaca (issue 7)
+    # VENUE oanda (issue 7)
+    # VENUE ccxt (issue 7)
+    return venues
+
+
+VENUES = _venues()
+
+
+@pytest.fixture(params=sorted(VENUES))
 async def venue(request: pytest.FixtureRequest) -> AsyncIterator[VenueHarness]:
-    async with sim_venue() as harness:
+    async with VENUES[request.param]() as harness:
         yield harness
 
 
@@ -323,6 +337,22 @@ async def test_an_injected_rejection_is_definitive_and_leaves_no_order(
     )
     venue_fills = (await adapter.fills_since(None)).fills
     assert not [f for f in venue_fills if f.client_order_id == refused.client_order_id]
+
+
+async def test_a_429_is_a_transient_refusal_with_retry_after_and_nothing_happens(
+    venue: VenueHarness, connected: tuple[BrokerAdapter, EventLog]
+) -> None:
+    adapter, log = connected
+    await venue.set_faults(**FAULT_SETTINGS["rate_limit_next"])  # the venue's next request gets 429
+    limited = market(venue)
+    with pytest.raises(BrokerRateLimited) as info:
+        await adapter.submit(limited)
+    assert info.value.retry_after_ms is not None, "the venue's Retry-After reaches the caller"
+    assert 0 < info.value.retry_after_ms <= 60_000
+    assert await adapter.order(client_order_id=limited.client_order_id) is None, "rate limited: nothing happened"
+    await place(adapter, limited)  # the same request, sent again once the pause is over: filled once
+    await log.wait_for(lambda _: sum(f.last_qty for f in log.fills(limited.client_order_id)) >= limited.qty)
+    assert sum(f.last_qty for f in log.fills(limited.client_order_id)) == limited.qty
 
 
 async def test_clock_skew_on_a_signed_venue_is_an_auth_refusal_until_cleared() -> None:

@@ -153,6 +153,10 @@ def create_app(
             account_ledger_router,
             *FEE_ROUTERS,
             stats_router,
+            # V1 ROUTES issue 5 H5a (authorization server)
+            # V1 ROUTES issue 5 H5b (consents, clients)
+            # V1 ROUTES issue 5 H5c (stream)
+            # V1 ROUTES issue 5 H5d
         ],
         before_request=require_json_body,
     )
@@ -164,6 +168,8 @@ def create_app(
             metrics,
             v1,
             *web_routes,
+            # APP ROUTES issue 5 H5a (/.well-known, /oauth/*)
+            # APP ROUTES issue 5 H5b (/authorize, consent pages)
             create_static_files_router(
                 path="/static", directories=[WEB_DIR / "static"], opt={"exclude_from_auth": True}
             ),

@@ -388,7 +388,12 @@ async def resolve_outcome(
 
 AdapterFactory = Callable[[AdapterConfig], BrokerAdapter]
 _registry: dict[str, AdapterFactory] = {}
-BUILTIN_ADAPTERS = ("brokerlink.brokers.sim.adapter",)
+BUILTIN_ADAPTERS = (
+    "brokerlink.brokers.sim.adapter",
+    # BUILTIN alpaca (issue 7)
+    # BUILTIN oanda (issue 7)
+    # BUILTIN ccxt (issue 7)
+)
 """Modules that register the adapters shipped with brokerlink; imported on first use of the registry."""
 
 

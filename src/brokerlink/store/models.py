@@ -666,4 +666,11 @@ class RecoveryCodeRow(Base):
 
 # Tables defined in their own modules, imported here so that importing this module gives the whole
 # schema (Alembic's autogenerate, the drift test and ``create_all`` all read ``Base.metadata``).
-from brokerlink.store import models_alerts, models_audit, models_fees, models_ledger, models_stats  # noqa: E402, F401
+from brokerlink.store import (  # noqa: E402
+    models_alerts,  # noqa: F401
+    models_audit,  # noqa: F401
+    models_fees,  # noqa: F401
+    models_ledger,  # noqa: F401
+    models_oauth,  # noqa: F401
+    models_stats,  # noqa: F401
+)

@@ -46,6 +46,8 @@ class FaultSettings(msgspec.Struct, kw_only=True):
     """The next N new orders are refused as ``invalid_order``."""
     clock_skew_ms: int = 0
     """Added to the venue's clock for signature receive-window checks."""
+    rate_limit_next: Count = 0
+    """The next N REST requests are answered 429 with ``Retry-After: 1`` before anything else happens."""
 
 
 class FaultPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -58,6 +60,7 @@ class FaultPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     depth_gap: Count | None = None
     reject_next: Count | None = None
     clock_skew_ms: int | None = None
+    rate_limit_next: Count | None = None
     drop_connections: bool = False
 
 
@@ -108,6 +111,10 @@ class Faults:
     def take_fail_after_accept(self) -> bool:
         """Whether to answer this executed order request with a 500 (counts one down)."""
         return self._take("fail_after_accept")
+
+    def take_rate_limit(self) -> bool:
+        """Whether to answer this REST request 429 (counts one ``rate_limit_next`` down)."""
+        return self._take("rate_limit_next")
 
     def take_depth_gap(self) -> bool:
         """Whether to swallow this depth diff (counts one down)."""

@@ -51,6 +51,8 @@ async def enter(request: AnyRequest) -> Entered:
     request.state.rate_headers = headers  # the error handler adds them to refusals raised deeper down
     if not decision.allowed:
         raise WireError(429, ErrorCode.RATE_LIMITED, "rate limit exceeded", headers)
+    if venue.faults.take_rate_limit():
+        raise WireError(429, ErrorCode.RATE_LIMITED, "rate limit exceeded (injected)", {"Retry-After": "1"})
     query = request.scope.get("query_string", b"").decode()
     path = request.url.path + (f"?{query}" if query else "")
     try:
