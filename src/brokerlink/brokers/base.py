@@ -103,6 +103,14 @@ class Credentials(msgspec.Struct, frozen=True, kw_only=True):
             raise OrderRefused(RefusalReason.AUTH, f"credential {name!r} is missing") from None
 
 
+class VenueAccount(msgspec.Struct, frozen=True, kw_only=True):
+    """One account a broker credential reaches (:meth:`BrokerAdapter.venue_accounts`)."""
+
+    venue_account_id: str
+    name: str | None = None
+    currency: str | None = None
+
+
 class AdapterConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything an adapter needs to reach one account at one broker."""
 
@@ -268,6 +276,14 @@ class BrokerAdapter(ABC):
     @abstractmethod
     def events(self) -> AsyncIterator[DomainEvent]:
         """Normalized events in arrival order, each fill exactly once. Ends after :meth:`close`."""
+
+    async def venue_accounts(self) -> list[VenueAccount]:
+        """The accounts these credentials reach at the broker, read without connecting the stream
+        (one read-only call), so a user can pick which to link. Raises :class:`OrderRefused`
+        (``auth``) on bad credentials. The default: the one account the credentials name, from
+        :meth:`balance` (brokers with several accounts per credential override it)."""
+        balance = await self.balance()
+        return [VenueAccount(venue_account_id=self.venue_account_id, currency=balance.currency)]
 
 
 # --- optional: market data -------------------------------------------------------------------
