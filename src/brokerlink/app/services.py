@@ -93,4 +93,6 @@ async def start_services(
     state.stats_sampler = sampler
     sampler.start()
     stops.append(sampler.stop)
+    # SERVICES issue 5 H5a (authorization server: signing key, client-assertion replay store)
+    # SERVICES issue 5 H5c (resource server: token cache, revocation follower, stream connections)
     return stops
