@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -66,14 +65,13 @@ def chromium_path(request: pytest.FixtureRequest) -> str:
     return path
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Called in the process that reports: the only one under plain pytest, the controller under
+    # pytest-xdist (workers send their reports, user properties included, to it).
     if report.when == "call" and report.passed:
-        for key, value in item.user_properties:
+        for key, value in report.user_properties:
             if key == "backend":
                 _backend_runs[str(value)] += 1
-    return report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
