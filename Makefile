@@ -47,8 +47,10 @@ typecheck: install ## mypy --strict on the package
 layers: install ## import-linter: the layer contract from DESIGN.md
 	$(VENV)/bin/lint-imports
 
-pytest: install ## The test suite (PostgreSQL/Redis tests run when BROKERLINK_TEST_*_URL are set)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+PYTEST_WORKERS ?= auto
+
+pytest: install ## The test suite on every core (PYTEST_WORKERS=0 for one process; PostgreSQL/Redis tests run when BROKERLINK_TEST_*_URL are set)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 services: ## Start PostgreSQL and Redis on loopback for the contract tests; prints the exports
 	@scripts/test-services.sh start
