@@ -19,6 +19,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from brokerlink import __version__
+from brokerlink.api.accounts.discover import discover_routes
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.admin.alerts import admin_alerts_router
 from brokerlink.api.admin.audit import audit_router
@@ -153,6 +154,7 @@ def create_app(
             account_ledger_router,
             *FEE_ROUTERS,
             stats_router,
+            *discover_routes,
             # V1 ROUTES issue 5 H5a (authorization server)
             # V1 ROUTES issue 5 H5b (consents, clients)
             # V1 ROUTES issue 5 H5c (stream)

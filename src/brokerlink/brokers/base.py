@@ -205,6 +205,8 @@ class BrokerAdapter(ABC):
 
     kind: ClassVar[str]
     """The broker kind this adapter serves (``"sim"``, ``"alpaca"``...), the registry key."""
+    credential_fields: ClassVar[tuple[str, ...]] = ("api_key",)
+    """The names of the credentials a user enters to link an account (``Credentials.values`` keys)."""
 
     def __init__(self, config: AdapterConfig) -> None:
         self.config = config
@@ -404,6 +406,7 @@ async def resolve_outcome(
 
 AdapterFactory = Callable[[AdapterConfig], BrokerAdapter]
 _registry: dict[str, AdapterFactory] = {}
+_credential_fields: dict[str, tuple[str, ...]] = {}
 BUILTIN_ADAPTERS = (
     "brokerlink.brokers.sim.adapter",
     # BUILTIN alpaca (issue 7)
@@ -419,11 +422,16 @@ def _load_builtins() -> None:
         importlib.import_module(module)
 
 
-def register_adapter(kind: str, factory: AdapterFactory) -> None:
-    """Make ``kind`` available to :func:`create_adapter`. Registering a kind twice is an error."""
+def register_adapter(kind: str, factory: AdapterFactory, *, credential_fields: tuple[str, ...] | None = None) -> None:
+    """Make ``kind`` available to :func:`create_adapter`. Registering a kind twice is an error.
+
+    ``credential_fields`` names the credentials a user enters (default: the factory's own
+    ``credential_fields`` when it is an adapter class).
+    """
     if kind in _registry and _registry[kind] is not factory:
         raise ValueError(f"broker kind {kind!r} is already registered")
     _registry[kind] = factory
+    _credential_fields[kind] = credential_fields or tuple(getattr(factory, "credential_fields", ()))
 
 
 def create_adapter(kind: str, config: AdapterConfig) -> BrokerAdapter:
@@ -435,6 +443,12 @@ def create_adapter(kind: str, config: AdapterConfig) -> BrokerAdapter:
         known = ", ".join(sorted(_registry)) or "none"
         raise ValueError(f"unknown broker kind {kind!r} (known: {known})") from None
     return factory(config)
+
+
+def adapter_credential_fields(kind: str) -> tuple[str, ...]:
+    """The credential fields of ``kind``'s adapter (empty for a factory that does not say)."""
+    _load_builtins()
+    return _credential_fields.get(kind, ())
 
 
 def adapter_kinds() -> list[str]:

@@ -39,6 +39,7 @@ from brokerlink.brokers.base import (
     RefusalReason,
     SeenTradeIds,
     TransientBrokerError,
+    VenueAccount,
     register_adapter,
 )
 from brokerlink.brokers.limits import BrokerLimiter, BrokerLimits, RateRule, limiter_for
@@ -234,6 +235,10 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
         except TimeoutError:
             await self.close()
             raise TransientBrokerError("the venue's event stream did not come up") from None
+
+    async def venue_accounts(self) -> list[VenueAccount]:
+        account = await self._client.get("/account", AccountBody)  # one read-only call: proves the credentials
+        return [VenueAccount(venue_account_id=account.account_id, currency=account.currency)]
 
     async def close(self) -> None:
         if self._closed:
@@ -538,4 +543,4 @@ def _make(config: AdapterConfig) -> BrokerAdapter:
     return SimAdapter(config)
 
 
-register_adapter(SimAdapter.kind, _make)
+register_adapter(SimAdapter.kind, _make, credential_fields=("api_key", "api_secret"))

@@ -36,6 +36,7 @@ from brokerlink.brokers.base import (
     Credentials,
     OrderRefused,
     RefusalReason,
+    VenueAccount,
     adapter_kinds,
     create_adapter,
 )
@@ -244,6 +245,28 @@ class BrokerLinks:
         live = LiveAccount(account, broker=request.broker, adapter=adapter, instruments=instruments)
         self._supervise(account.connection_id, first=live)
         return account
+
+    async def discover(self, probe: NewLink) -> list[VenueAccount]:
+        """The accounts ``probe``'s credentials reach at the broker, by one read-only call; nothing
+        is stored, no stream is opened. The user picks one and links it with :meth:`link`.
+
+        Refusals as for :meth:`link`: unknown broker or endpoint (422), credentials refused (422),
+        broker unreachable (503).
+        """
+        if probe.broker not in adapter_kinds():
+            raise InvalidInput(f"broker: unknown broker {probe.broker!r}", extra={"field": "broker"})
+        self._check_endpoint(probe.base_url)
+        config = AdapterConfig(
+            account_id=new_id("acc"),
+            venue_account_id=probe.venue_account_id or "",
+            base_url=probe.base_url,
+            credentials=Credentials(values=dict(probe.credentials)),
+        )
+        adapter = self.adapter_factory(probe.broker, config)
+        try:
+            return await adapter.venue_accounts()
+        finally:
+            await adapter.close()
 
     async def _store_link(
         self,
