@@ -221,6 +221,19 @@ class Settings(BaseSettings):
     # --- issue 5: resource server, roles, WebSocket (H5c) ---
     # --- issue 5: idempotency, CORS (H5d) ---
     # --- issue 7: real brokers ---
+    broker_hosts: list[str] = Field(
+        default=[
+            "paper-api.alpaca.markets",
+            "api.alpaca.markets",
+            "api-fxpractice.oanda.com",
+            "api-fxtrade.oanda.com",
+            "api.binance.com",
+            "testnet.binance.vision",
+        ],
+        description="Hosts a broker link may connect to, besides loopback (the test venues). Linking "
+        "anywhere else is refused: a user-chosen endpoint would otherwise let users make the server "
+        "call internal services (SSRF). Add the API hosts of the CCXT exchanges you offer.",
+    )
 
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:

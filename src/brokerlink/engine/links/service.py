@@ -351,7 +351,8 @@ class BrokerLinks:
         # would let any user make it call internal services (server-side request forgery).
         parts = urlsplit(base_url)
         host = parts.hostname or ""
-        if parts.scheme not in {"http", "https"} or host not in self.allowed_hosts:
+        schemes = {"http", "https"} if host in LOOPBACK_HOSTS else {"https"}  # plain http only to a local venue
+        if parts.scheme not in schemes or host not in self.allowed_hosts:
             raise InvalidInput(
                 f"base_url: {host or base_url!r} is not an allowed broker endpoint", extra={"field": "base_url"}
             )
