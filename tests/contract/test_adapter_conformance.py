@@ -86,8 +86,17 @@ def _venues() -> dict[str, VenueFactory]:
     """Every venue the suite runs against, by broker kind (issue 7's join here, one line each)."""
     venues: dict[str, VenueFactory] = {"sim": sim_venue}
     # VENUE alpaca (issue 7)
+    from tests.contract.harness_alpaca import alpaca_venue
+
+    venues["alpaca"] = alpaca_venue
     # VENUE oanda (issue 7)
+    from tests.contract.harness_oanda import oanda_venue
+
+    venues["oanda"] = oanda_venue
     # VENUE ccxt (issue 7)
+    from tests.contract.harness_ccxt import ccxt_venue
+
+    venues["ccxt"] = ccxt_venue
     return venues
 
 
@@ -222,7 +231,7 @@ async def test_positions_after_a_reconnect_equal_the_venues(
     venue: VenueHarness, connected: tuple[BrokerAdapter, EventLog]
 ) -> None:
     adapter, log = connected
-    first, second, third = market(venue), market(venue), market(venue, Side.SELL, "0.05")
+    first, second, third = market(venue), market(venue), market(venue, Side.SELL, str(Decimal(venue.small_qty) / 2))
     await place(adapter, first)
     await place(adapter, second)
     await venue.set_faults(drop_connections=True)

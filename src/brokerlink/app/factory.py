@@ -56,7 +56,7 @@ from brokerlink.bus.base import EventBus
 from brokerlink.bus.factory import create_bus
 from brokerlink.config import Settings
 from brokerlink.engine.copy.service import CopyEngine
-from brokerlink.engine.links.service import BrokerLinks
+from brokerlink.engine.links.service import LOOPBACK_HOSTS, BrokerLinks
 from brokerlink.kit.clock import Clock, SystemClock
 from brokerlink.logs import configure_logging, get_logger
 from brokerlink.security.vault import Vault
@@ -95,6 +95,7 @@ def create_app(
         links = BrokerLinks(
             database, event_bus, vault, clock,
             fill_horizon_days=settings.retention_orders_days,
+            allowed_hosts=LOOPBACK_HOSTS | frozenset(h.lower() for h in settings.broker_hosts),
         )  # fmt: skip
         app.state.db = database
         app.state.bus = event_bus

@@ -304,23 +304,14 @@ class OrderBookView(msgspec.Struct, frozen=True, kw_only=True):
     """How often the book was (re)built from a snapshot: the first sync, then once per gap or reconnect."""
 
 
-class MarketDataAdapter(ABC):
-    """Optional mix-in for adapters that stream market data: quotes (``capabilities.quotes``) and local
-    order books (``capabilities.depth``).
+class QuoteFeed(ABC):
+    """Optional mix-in for adapters that stream quotes (``capabilities.quotes``).
 
-    Callers check ``isinstance(adapter, MarketDataAdapter)`` before using it. Subscriptions outlive
-    reconnects: the adapter renews them on every new connection by itself, and keeps each subscribed
-    book in sync across gaps in the venue's diff stream. Symbols are canonical throughout; a symbol
-    the venue does not list is refused with :class:`OrderRefused` (``invalid_order``).
+    Callers check ``isinstance(adapter, QuoteFeed)`` before using it. Subscriptions outlive
+    reconnects: the adapter renews them on every new connection by itself. Symbols are canonical
+    throughout; a symbol the venue does not list is refused with :class:`OrderRefused`
+    (``invalid_order``).
     """
-
-    @abstractmethod
-    async def subscribe_depth(self, symbol: str) -> None:
-        """Start keeping the book of ``symbol`` (canonical). Returns once requested; see :meth:`book`."""
-
-    @abstractmethod
-    def book(self, symbol: str) -> OrderBookView | None:
-        """The current book of ``symbol``, or ``None`` while it is not in sync (not yet, or resyncing)."""
 
     @abstractmethod
     async def subscribe_quotes(self, symbols: Iterable[str]) -> None:
@@ -342,6 +333,24 @@ class MarketDataAdapter(ABC):
     @abstractmethod
     async def quote_snapshot(self, symbol: str) -> Quote:
         """The venue's current quote of ``symbol``, asked for now over REST (no subscription needed)."""
+
+
+class MarketDataAdapter(QuoteFeed):
+    """Optional mix-in for adapters that also keep local order books (``capabilities.depth``): quotes
+    as :class:`QuoteFeed`, plus depth.
+
+    Callers check ``isinstance(adapter, MarketDataAdapter)`` before using books; the conformance
+    suite holds ``capabilities.depth`` to it. Each subscribed book is kept in sync across gaps in the
+    venue's diff stream and across reconnects.
+    """
+
+    @abstractmethod
+    async def subscribe_depth(self, symbol: str) -> None:
+        """Start keeping the book of ``symbol`` (canonical). Returns once requested; see :meth:`book`."""
+
+    @abstractmethod
+    def book(self, symbol: str) -> OrderBookView | None:
+        """The current book of ``symbol``, or ``None`` while it is not in sync (not yet, or resyncing)."""
 
 
 # --- helpers every adapter uses -----------------------------------------------------------------
@@ -410,8 +419,11 @@ _credential_fields: dict[str, tuple[str, ...]] = {}
 BUILTIN_ADAPTERS = (
     "brokerlink.brokers.sim.adapter",
     # BUILTIN alpaca (issue 7)
+    "brokerlink.brokers.alpaca.adapter",
     # BUILTIN oanda (issue 7)
+    "brokerlink.brokers.oanda.adapter",
     # BUILTIN ccxt (issue 7)
+    "brokerlink.brokers.ccxt.adapter",
 )
 """Modules that register the adapters shipped with brokerlink; imported on first use of the registry."""
 

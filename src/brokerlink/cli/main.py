@@ -20,6 +20,9 @@ from brokerlink.cli.retention import retention_app
 from brokerlink.cli.sim import sim_app
 from brokerlink.cli.statements import statements_app
 from brokerlink.cli.vault import vault_app
+from brokerlink.cli.venue_alpaca import venue_alpaca_app
+from brokerlink.cli.venue_binance import venue_binance_app
+from brokerlink.cli.venue_oanda import venue_oanda_app
 from brokerlink.config import Settings
 from brokerlink.domain.enums import Role
 from brokerlink.kit.errors import BrokerlinkError
@@ -43,6 +46,9 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(fees_app, name="fees")
 app.add_typer(statements_app, name="statements")
+app.add_typer(venue_alpaca_app, name="venue-alpaca")
+app.add_typer(venue_oanda_app, name="venue-oanda")
+app.add_typer(venue_binance_app, name="venue-binance")
 
 console = Console()
 err = Console(stderr=True)

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from brokerlink.brokers.base import BrokerAdapter, BrokerError, MarketDataAdapter
+from brokerlink.brokers.base import BrokerAdapter, BrokerError, QuoteFeed
 from brokerlink.domain.models import Position, Quote
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.periodic import Periodic
@@ -136,7 +136,7 @@ def live_marks(is_live: Callable[[str], bool], live: Callable[[str], LiveQuotes]
             return None
         account = live(account_id)
         quote = account.quote(symbol)
-        if quote is not None or not isinstance(account.adapter, MarketDataAdapter):
+        if quote is not None or not isinstance(account.adapter, QuoteFeed):
             return quote
         try:
             return await account.adapter.quote_snapshot(symbol)

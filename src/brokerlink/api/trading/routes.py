@@ -32,7 +32,7 @@ from brokerlink.api.trading.schemas import (
     QuoteList,
     QuoteResponse,
 )
-from brokerlink.brokers.base import MarketDataAdapter
+from brokerlink.brokers.base import QuoteFeed
 from brokerlink.domain.enums import ConnectionState
 from brokerlink.domain.models import Account, Position
 from brokerlink.domain.positions import Holding, mark
@@ -123,7 +123,7 @@ async def list_quotes(
     for symbol in wanted:
         live.instrument(symbol)
     adapter = live.adapter
-    if not isinstance(adapter, MarketDataAdapter):
+    if not isinstance(adapter, QuoteFeed):
         raise InvalidInput(f"{live.broker} does not stream quotes")
     await adapter.subscribe_quotes(wanted)
     quotes = []

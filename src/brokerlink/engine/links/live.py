@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 
-from brokerlink.brokers.base import BrokerAdapter, MarketDataAdapter
+from brokerlink.brokers.base import BrokerAdapter, QuoteFeed
 from brokerlink.domain.enums import ConnectionState
 from brokerlink.domain.models import Account, Instrument, Quote
 from brokerlink.kit.errors import InvalidInput, Unavailable
@@ -54,7 +54,7 @@ class LiveAccount:
 
     def quote(self, symbol: str) -> Quote | None:
         """The latest streamed quote of ``symbol``, if the adapter streams quotes and has one."""
-        if isinstance(self.adapter, MarketDataAdapter):
+        if isinstance(self.adapter, QuoteFeed):
             return self.adapter.quote(symbol)
         return None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -83,21 +83,23 @@ class Venue:
         *,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        instruments: Sequence[SimInstrument] | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.faults = Faults(seed=config.seed, sleep=sleep)
         self.hub = Hub()
-        iset = instrument_set(config.instrument_set)
-        self._entries: dict[str, SimInstrument] = {e.instrument.venue_symbol: e for e in iset.instruments}
-        self._canonical = {e.instrument.symbol: e for e in iset.instruments}
+        # ``instruments`` replaces the configured set: a vendor's test venue (issue 7) lists its own mix.
+        listed = tuple(instruments) if instruments is not None else instrument_set(config.instrument_set).instruments
+        self._entries: dict[str, SimInstrument] = {e.instrument.venue_symbol: e for e in listed}
+        self._canonical = {e.instrument.symbol: e for e in listed}
         n = len(self._entries)
         self._engines = {
             sym: MatchingEngine(e.instrument, stp=SelfTradePrevention.CANCEL_TAKER, trade_id_base=i, trade_id_step=n)
             for i, (sym, e) in enumerate(self._entries.items())
         }
-        self._market = MarketDataGenerator(iset.instruments, seed=config.seed, clock=self.clock)
-        self._rates = MidRates([e.instrument for e in iset.instruments])
+        self._market = MarketDataGenerator(listed, seed=config.seed, clock=self.clock)
+        self._rates = MidRates([e.instrument for e in listed])
         self._rates.set_rate("USDT", "USD", Decimal(1))
         self.accounts = {
             a.account_id: SimAccount(
