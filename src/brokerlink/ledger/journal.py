@@ -31,7 +31,7 @@ from brokerlink.kit.errors import Conflict, InvalidInput, NotFound
 from brokerlink.kit.ids import new_id
 from brokerlink.ledger.chart import AccountType, InvalidAccountCode, is_debit_normal, validate_code
 from brokerlink.store.models_ledger import JournalEntryRow, PostingRow
-from brokerlink.store.repositories.ledger import BalanceKey, LedgerRepository
+from brokerlink.store.repositories.ledger import AccountState, BalanceKey, LedgerRepository
 
 _ZERO = Decimal(0)
 MAX_LEGS = 64
@@ -149,6 +149,10 @@ def content_hash(entry: Entry, reverses_entry_id: str | None = None) -> str:
             (leg.account, leg.currency, _canonical(leg.debit), _canonical(leg.credit), leg.owner_id)
             for leg in entry.legs
         ]
+    return _hash(entry, reverses_entry_id, legs)
+
+
+def _hash(entry: Entry, reverses_entry_id: str | None, legs: list[tuple[str, str, str, str, str | None]]) -> str:
     body = (entry.correlation_id, entry.kind, entry.description, entry.occurred_at.isoformat(), reverses_entry_id, legs)
     return hashlib.sha256(_HASH_ENCODER.encode(body)).hexdigest()
 
@@ -158,6 +162,11 @@ _HASH_ENCODER = msgspec.json.Encoder()
 
 def validate(entry: Entry) -> None:
     """Check an entry without touching the database. Raises InvalidEntry, UnbalancedEntry or InvalidAccountCode."""
+    with localcontext(EXACT):
+        _checked_hash(entry, None)
+
+
+def _check_header(entry: Entry) -> None:
     if not entry.idempotency_key or len(entry.idempotency_key) > 200:
         raise InvalidEntry("idempotency_key must be 1-200 characters")
     if not entry.kind or len(entry.kind) > 32:
@@ -166,25 +175,55 @@ def validate(entry: Entry) -> None:
         raise InvalidEntry("occurred_at must be timezone-aware")
     if not entry.legs or len(entry.legs) > MAX_LEGS:
         raise InvalidEntry(f"an entry has 2-{MAX_LEGS} legs", extra={"idempotency_key": entry.idempotency_key})
-    sums: dict[str, list[Decimal]] = defaultdict(lambda: [_ZERO, _ZERO])
-    with localcontext(EXACT):  # one context for the entry: entering one per leg cost more than the checks
-        for leg in entry.legs:
-            validate_code(leg.account)
-            if not leg.currency or len(leg.currency) > 16:
-                raise InvalidEntry(f"invalid currency {leg.currency!r}")
-            for amount in (leg.debit, leg.credit):
-                if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
-                    raise InvalidEntry(f"amounts are finite non-negative Decimals: {amount!r} on {leg.account}")
-            if (leg.debit > 0) == (leg.credit > 0):
-                raise InvalidEntry(f"a leg is exactly one of debit or credit: {leg.account}")
-            sums[leg.currency][0] += leg.debit
-            sums[leg.currency][1] += leg.credit
-        unbalanced = {currency: str(d - c) for currency, (d, c) in sums.items() if d != c}
+
+
+def _checked_hash(entry: Entry, reverses_entry_id: str | None) -> str:  # noqa: PLR0912 - every check, one pass
+    """:func:`validate` and :func:`content_hash` in one pass over the legs (the posting path does
+    both for every entry). Runs in EXACT, entered once per batch by the caller: the sums and the
+    normalized amounts are exact, never rounded."""
+    _check_header(entry)
+    sums: dict[str, list[Decimal]] = {}
+    legs = []
+    for leg in entry.legs:
+        account, currency, debit, credit = leg.account, leg.currency, leg.debit, leg.credit
+        if type(account) is not str or account not in _VALID_CODES:
+            validate_code(account)
+            if len(_VALID_CODES) < _VALID_CODES_MAX:
+                _VALID_CODES.add(account)
+        if not currency or len(currency) > 16:
+            raise InvalidEntry(f"invalid currency {currency!r}")
+        for amount in (debit, credit):
+            if not isinstance(amount, Decimal) or not amount.is_finite() or amount < _ZERO:
+                raise InvalidEntry(f"amounts are finite non-negative Decimals: {amount!r} on {account}")
+        # Exactly one side is non-zero; its normalized text goes into the hash (as _canonical does).
+        if debit:
+            if credit:
+                raise InvalidEntry(f"a leg is exactly one of debit or credit: {account}")
+            debit_text, credit_text = format(debit.normalize(), "f"), "0"
+        elif credit:
+            debit_text, credit_text = "0", format(credit.normalize(), "f")
+        else:
+            raise InvalidEntry(f"a leg is exactly one of debit or credit: {account}")
+        running = sums.get(currency)
+        if running is None:
+            sums[currency] = [_ZERO + debit, _ZERO + credit]
+        else:
+            running[0] += debit
+            running[1] += credit
+        legs.append((account, currency, debit_text, credit_text, leg.owner_id))
+    unbalanced = {currency: str(d - c) for currency, (d, c) in sums.items() if d != c}
     if unbalanced:
         raise UnbalancedEntry(
             f"debits minus credits per currency: {unbalanced}",
             extra={"idempotency_key": entry.idempotency_key, "imbalance": unbalanced},
         )
+    return _hash(entry, reverses_entry_id, legs)
+
+
+# Codes already checked against the grammar (a poster names the same few accounts in every batch):
+# a set lookup instead of a call per leg. Bounded; past the bound, codes are checked every time.
+_VALID_CODES: set[str] = set()
+_VALID_CODES_MAX = 65536
 
 
 async def post(session: AsyncSession, entry: Entry, *, now: datetime) -> str:
@@ -196,25 +235,25 @@ async def post_many(session: AsyncSession, entries: Sequence[Entry], *, now: dat
     """Post a batch of entries in the caller's transaction; returns their ids, in order.
 
     All entries are validated, and every idempotency key and account owner checked, before the
-    first row is written: a bad entry anywhere in the batch writes nothing at all. Then the new
-    entries, their postings, any new accounts and the running balances are written with a handful
-    of executemany statements, whatever the batch size.
+    first row is written: a bad entry anywhere in the batch writes nothing at all. Four statements
+    whatever the batch size: one read (the keys already posted and the accounts, with their running
+    totals on SQLite), the entries and the postings (executemany), the running totals (one upsert);
+    and the new accounts, when there are any.
     """
     return await _post(session, [(entry, None) for entry in entries], now=now)
 
 
-async def _post(  # noqa: PLR0912 - one pass of checks, then one pass of writes
-    session: AsyncSession, items: Sequence[tuple[Entry, str | None]], *, now: datetime
-) -> list[str]:
+async def _post(session: AsyncSession, items: Sequence[tuple[Entry, str | None]], *, now: datetime) -> list[str]:
     if now.tzinfo is None:
         raise InvalidEntry("now must be timezone-aware")
     repo = LedgerRepository(session)
-    hashes: list[str] = []
-    for entry, reverses in items:
-        validate(entry)
-        hashes.append(content_hash(entry, reverses))
+    with localcontext(EXACT):  # one context for the batch: entering one per entry cost more than some checks
+        hashes = [_checked_hash(entry, reverses) for entry, reverses in items]
 
-    existing = await repo.entries_by_key([entry.idempotency_key for entry, _ in items])
+    # One round trip before any write: the keys already posted, and the accounts (with their
+    # owners, and on SQLite their running totals) of every leg in the batch.
+    codes = list(dict.fromkeys(leg.account for entry, _ in items for leg in entry.legs))
+    existing, accounts = await repo.posting_state([entry.idempotency_key for entry, _ in items], codes)
     ids: list[str] = []
     batch: dict[str, tuple[str, str]] = {}  # key -> (id, hash) of entries new in this batch
     new: list[tuple[str, Entry, str, str | None]] = []
@@ -235,32 +274,7 @@ async def _post(  # noqa: PLR0912 - one pass of checks, then one pass of writes
     if not new:
         return ids
 
-    owners: dict[str, str | None] = {}
-    for _, entry, _, _ in new:
-        for leg in entry.legs:
-            if owners.setdefault(leg.account, leg.owner_id) != leg.owner_id:
-                raise InvalidEntry(f"account {leg.account} given two owners in one batch")
-    accounts = await repo.accounts_for_posting(list(owners))
-    fresh = [code for code in owners if code not in accounts]
-    if fresh:
-        # New accounts: created (a concurrent poster may create one first), then read like the rest.
-        await repo.add_accounts(
-            [
-                {
-                    "id": new_id("lac"),
-                    "code": code,
-                    "type": validate_code(code),
-                    "owner_id": owners[code],
-                    "created_at": now,
-                }
-                for code in fresh
-            ]
-        )
-        accounts.update(await repo.accounts_for_posting(fresh))
-    for code, (owner, _) in accounts.items():
-        if owners[code] != owner:
-            # A code embeds its owner's account id; a different owner is a bug that would leak money.
-            raise Conflict(f"account {code} belongs to another owner")
+    await _open_accounts(repo, [entry for _, entry, _, _ in new], accounts, now=now)
 
     entry_rows = []
     posting_rows = []
@@ -294,17 +308,63 @@ async def _post(  # noqa: PLR0912 - one pass of checks, then one pass of writes
                     }
                 )
                 pair = (leg.account, leg.currency)
-                debit_sum, credit_sum = deltas.get(pair, (_ZERO, _ZERO))
-                deltas[pair] = (debit_sum + leg.debit, credit_sum + leg.credit)
+                sums = deltas.get(pair)
+                if sums is None:
+                    deltas[pair] = (leg.debit, leg.credit)
+                elif leg.debit:  # a leg is one side: add that one
+                    deltas[pair] = (sums[0] + leg.debit, sums[1])
+                else:
+                    deltas[pair] = (sums[0], sums[1] + leg.credit)
 
-    with localcontext(EXACT):
-        totals = {}
-        for pair, (add_debits, add_credits) in deltas.items():
-            debit_sum, credit_sum = accounts[pair[0]][1].get(pair[1], (_ZERO, _ZERO))
-            totals[pair] = (debit_sum + add_debits, credit_sum + add_credits)
+        # The new running totals where they were read (SQLite); PostgreSQL reads none (it adds the
+        # deltas in SQL), and a pair without a running total yet starts from its delta.
+        totals = deltas
+        if any(read for _, read in accounts.values()):
+            totals = {}
+            for pair, (add_debits, add_credits) in deltas.items():
+                base = accounts[pair[0]][1].get(pair[1])
+                totals[pair] = (base[0] + add_debits, base[1] + add_credits) if base else (add_debits, add_credits)
     await repo.add_entries(entry_rows, posting_rows)
     await repo.write_balances(deltas=deltas, totals=totals, now=now)
     return ids
+
+
+async def _open_accounts(
+    repo: LedgerRepository, new: Sequence[Entry], accounts: dict[str, AccountState], *, now: datetime
+) -> None:
+    """Check the owner of every account the new entries name, and create the ones that do not exist
+    yet (adding them to ``accounts``). Raises before any write when an existing account has another owner."""
+    owners: dict[str, str | None] = {}
+    for entry in new:
+        for leg in entry.legs:
+            if owners.setdefault(leg.account, leg.owner_id) != leg.owner_id:
+                raise InvalidEntry(f"account {leg.account} given two owners in one batch")
+    for code, owner in owners.items():
+        known = accounts.get(code)
+        if known is not None and known[0] != owner:
+            # A code embeds its owner's account id; a different owner is a bug that would leak money.
+            raise Conflict(f"account {code} belongs to another owner")
+    fresh = [code for code in owners if code not in accounts]
+    if not fresh:
+        return
+    # New accounts: created (a concurrent poster may create one first), then read like the rest.
+    await repo.add_accounts(
+        [
+            {
+                "id": new_id("lac"),
+                "code": code,
+                "type": validate_code(code),
+                "owner_id": owners[code],
+                "created_at": now,
+            }
+            for code in fresh
+        ]
+    )
+    created = await repo.accounts_for_posting(fresh)
+    for code, (owner, _) in created.items():
+        if owners[code] != owner:
+            raise Conflict(f"account {code} belongs to another owner")
+    accounts.update(created)
 
 
 async def reverse(session: AsyncSession, entry_id: str, *, idempotency_key: str, reason: str, now: datetime) -> str:
