@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -217,9 +217,116 @@ class Settings(BaseSettings):
     )
 
     # --- issue 5: authorization server (H5a) ---
+    oauth_issuer: str | None = Field(
+        default=None,
+        description="The authorization server's issuer URL (no trailing slash); default http://{host}:{port}.",
+    )
+    oauth_access_token_seconds: int = Field(
+        default=300, ge=30, le=3600, description="Lifetime of an access token (a DPoP-bound JWT)."
+    )
+    oauth_refresh_token_seconds: int = Field(
+        default=30 * 86400, ge=300, description="Lifetime of a refresh token (never past its consent's expiry)."
+    )
+    oauth_code_seconds: int = Field(default=60, ge=5, le=60, description="Lifetime of an authorization code.")
+    oauth_par_seconds: int = Field(default=90, ge=10, le=599, description="Lifetime of a PAR request_uri.")
+    oauth_assertion_leeway_seconds: int = Field(
+        default=10, ge=0, le=60, description="Clock skew allowed on client assertions' iat and exp."
+    )
+    oauth_assertion_max_seconds: int = Field(
+        default=300, ge=30, le=3600, description="Client assertions may not expire further ahead than this."
+    )
+    oauth_replay_backend: Literal["memory", "redis"] = Field(
+        default="memory", description="Where client-assertion and DPoP jti values are remembered (redis: redis_url)."
+    )
+    oauth_dpop_nonce: bool = Field(default=False, description="Require a DPoP-Nonce in proofs at the token endpoint.")
+    oauth_signing_key_file: Path | None = Field(
+        default=None, description="JWK (P-256) signing access tokens; default data_dir/oauth-signing-key.json."
+    )
+    oauth_jwks_cache_seconds: int = Field(
+        default=300, ge=0, description="How long a client's keys fetched from its jwks_uri are reused."
+    )
+    oauth_jwks_allow_loopback: bool = Field(
+        default=False, description="Tests only: fetch client jwks_uri from http:// loopback hosts."
+    )
     # --- issue 5: consents and client registration (H5b) ---
+    oauth_consent_days: int = Field(
+        default=90, ge=1, le=3650, description="An approved consent lasts this many days, then expires."
+    )
+    oauth_consent_decision_seconds: int = Field(
+        default=600,
+        ge=60,
+        le=3600,
+        description="After /authorize, the user has this long to sign in and approve or decline the request.",
+    )
+    oauth_jwks_uri_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts whose jwks_uri is accepted whatever addresses they resolve to (https still required).",
+    )
     # --- issue 5: resource server, roles, WebSocket (H5c) ---
+    resource_origin: str | None = Field(
+        default=None,
+        description="Public origin (scheme://host[:port]) DPoP proofs' htu is checked against; "
+        "default: oauth_issuer, else http://host:port.",
+    )
+    resource_replay_backend: Literal["memory", "redis"] = Field(
+        default="memory", description="Where the resource server remembers DPoP proof ids: this process, or redis_url."
+    )
+    resource_dpop_nonce: bool = Field(
+        default=False, description="Require a server nonce (DPoP-Nonce) in the DPoP proofs of API requests."
+    )
+    resource_token_cache_s: float = Field(
+        default=2.0, ge=0, le=10, description="Seconds a looked-up access token is kept in memory (0: no cache)."
+    )
+    resource_token_cache_size: int = Field(default=10_000, ge=1, description="Access tokens kept in memory at most.")
     # --- issue 5: idempotency, CORS (H5d) ---
+    idempotency_ttl_seconds: int = Field(
+        default=86_400, ge=60, description="How long an Idempotency-Key and its first response are kept (ADR 0026)."
+    )
+    idempotency_lease_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="A request holding an Idempotency-Key that has not answered after this long is presumed dead.",
+    )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) that may call /v1 from a browser, a JSON list; none by default.",
+    )
+    cors_max_age_seconds: int = Field(
+        default=600, ge=0, le=86_400, description="How long a browser may cache a CORS preflight answer."
+    )
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        # Exact origins only: a wildcard with credentials would hand any site the user's API.
+        checked = []
+        for origin in origins:
+            scheme, sep, rest = origin.strip().rstrip("/").partition("://")
+            if scheme.lower() not in {"http", "https"} or not sep or not rest or any(c in rest for c in "/*?#@ "):
+                raise ValueError(f"cors_allowed_origins: {origin!r} is not an origin like https://app.example.com")
+            checked.append(f"{scheme.lower()}://{rest.lower()}")
+        return checked
+
+    # --- issue 8: webhooks ---
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names or CIDR networks a user webhook may target although they are not public "
+        "(http allowed too): tests' loopback receivers, on-premises receivers. Empty: public https only.",
+    )
+    webhook_retry_window_s: float = Field(
+        default=86_400.0, gt=0, description="How long a user webhook delivery is retried before it fails (ADR 0028)."
+    )
+    webhook_backoff_s: float = Field(
+        default=5.0, gt=0, description="First retry delay of a user webhook delivery (doubles, full jitter)."
+    )
+    webhook_backoff_cap_s: float = Field(
+        default=7_200.0, gt=0, description="The longest delay between two attempts of a user webhook delivery."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one user webhook request.")
+    webhook_poll_s: float = Field(
+        default=1.0, gt=0, description="Seconds between scans for due webhook deliveries and new copy events."
+    )
+    webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="Webhook endpoints per user at most.")
     # --- issue 7: real brokers ---
     broker_hosts: list[str] = Field(
         default=[

@@ -18,9 +18,10 @@ from pydantic import SecretStr
 
 from brokerlink.app.factory import create_app
 from brokerlink.config import Settings
+from brokerlink.domain.enums import Role
 from brokerlink.kit.clock import ManualClock
 from tests.api.mfa_support import enrol_totp
-from tests.api.support import PASSWORD, ClientFactory, asgi_client, running, with_csrf
+from tests.api.support import PASSWORD, ClientFactory, asgi_client, grant_role, running, with_csrf
 from tests.contract.harness import SimHarness, sim_venue
 
 SPARE_VENUE_ACCOUNTS = 4
@@ -74,20 +75,23 @@ async def make_client(
     Each client has its own cookie jar over the same running app (the ``client`` fixture runs its
     lifespan). With ``mfa=True`` the user also enrols TOTP, so the session has just verified MFA and
     may link broker accounts (``require_mfa_for_linking``); :func:`~tests.api.mfa_support.authenticator`
-    gives the client's authenticator. The default is ``True`` in tests that run a sim venue (they
+    gives the client's authenticator. ``role`` grants a role after sign-up (``provider`` publishes
+    strategies). The default is ``True`` in tests that run a sim venue (they
     link accounts) and ``False`` elsewhere.
     """
     mfa_by_default = "venue" in request.fixturenames
     opened: list[httpx.AsyncClient] = []
 
     async def factory(
-        email: str = "alice@example.com", name: str = "Alice", *, mfa: bool | None = None
+        email: str = "alice@example.com", name: str = "Alice", *, mfa: bool | None = None, role: Role = Role.USER
     ) -> httpx.AsyncClient:
         c = asgi_client(app)
         opened.append(c)
         await with_csrf(c)
         response = await c.post("/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": name})
         assert response.status_code == 201, response.text
+        if role is not Role.USER:
+            await grant_role(app, email, role)
         if mfa_by_default if mfa is None else mfa:
             await enrol_totp(c, clock)
         return c
@@ -124,5 +128,5 @@ async def alice(make_client: ClientFactory) -> httpx.AsyncClient:
 
 @pytest.fixture
 async def bob(make_client: ClientFactory) -> httpx.AsyncClient:
-    """Bob, signed in."""
-    return await make_client("bob@example.com", "Bob")
+    """Bob, signed in; a provider (he publishes the tests' strategies)."""
+    return await make_client("bob@example.com", "Bob", role=Role.PROVIDER)

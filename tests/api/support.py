@@ -11,7 +11,7 @@ import httpx
 from litestar import Litestar
 from sqlalchemy import func, select
 
-from brokerlink.domain.enums import AccountMode
+from brokerlink.domain.enums import AccountMode, Role
 from brokerlink.domain.models import Account
 from brokerlink.kit.ids import new_id
 from brokerlink.security.totp import TOTP_SECRET_PURPOSE
@@ -29,6 +29,7 @@ from brokerlink.store.models import (
 )
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
+from brokerlink.store.repositories.users import UserRepository
 
 C = TypeVar("C", bound=httpx.AsyncClient)
 T = TypeVar("T")
@@ -172,6 +173,16 @@ async def link_account(app: Litestar, email: str, name: str) -> tuple[str, str]:
         await AccountRepository(s).add(account, now=now)
         await s.commit()
     return conn.id, account.id
+
+
+async def grant_role(app: Litestar, email: str, role: Role) -> None:
+    """Give an existing user a role directly in the store (an admin's ``PATCH /v1/admin/users/{id}``
+    does the same through the API); e.g. ``provider`` to publish strategies."""
+    database: Database = app.state.db
+    async with database.session() as s:
+        user = (await s.execute(select(UserRow).where(UserRow.email == email))).scalar_one()
+        await UserRepository(s).set_role(user.id, role, now=app.state.clock.now())
+        await s.commit()
 
 
 async def table_counts(app: Litestar) -> dict[str, int]:

@@ -17,6 +17,7 @@ from litestar import Litestar
 from sqlalchemy import select
 
 from brokerlink.api.copy.routes import _scoped_page, _subscription
+from brokerlink.domain.enums import Role
 from brokerlink.engine.copy.settings import CopySettings
 from brokerlink.kit.clock import Clock, SystemClock
 from brokerlink.kit.errors import NotFound
@@ -510,7 +511,7 @@ async def test_another_user_gets_404_everywhere_and_changes_nothing(  # noqa: PL
     subscription: dict[str, Any],
 ) -> None:
     """SECURITY.md 19: Carol reading, changing or subscribing with someone else's objects gets 404."""
-    carol = await make_client("carol@example.com", "Carol")
+    carol = await make_client("carol@example.com", "Carol", role=Role.PROVIDER)
     private = await create_strategy(bob, bob_account, "Private", visibility="private")
     sub, missing_sub = subscription["id"], new_id("sub")
     before = (await snapshot(app), await copy_rows(app))

@@ -10,12 +10,15 @@ anything reaches the broker or the database.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from joserfc import jwk
 from litestar import Litestar
 from sqlalchemy import select
 
@@ -27,6 +30,7 @@ from brokerlink.kit.clock import ManualClock
 from brokerlink.kit.ids import new_id
 from brokerlink.store.db import Database
 from brokerlink.store.models import RecoveryCodeRow, SessionRow, TotpCredentialRow
+from brokerlink.store.models_oauth import ConsentStatus, OAuthClientRow, OAuthConsentRow
 from brokerlink.store.repositories.alerts import AlertRepository, AlertWebhookRepository
 from brokerlink.store.repositories.copy_symbol_pauses import CopySymbolPauseRepository
 from brokerlink.store.repositories.users import UserRepository
@@ -44,6 +48,8 @@ from tests.api.support import (
 from tests.api.test_copy import copy_rows
 from tests.contract.harness import SimHarness
 
+CLIENT_KEY = jwk.ECKey.generate_key("P-256").as_dict(private=False)
+"""A third-party app's public key (ES256), for registering OAuth clients."""
 BASE_URL = "<venue base url>"
 """Stands for the sim venue's URL, known only once the venue runs (see :func:`valid_body`)."""
 ACCOUNT_ID = "<account_id>"
@@ -89,6 +95,21 @@ VALID_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "reference": "transfer-1",
     },
     ("POST", "/v1/admin/alert-webhooks"): {"url": "https://127.0.0.1:9/alerts"},
+    ("PATCH", "/v1/admin/users/{user_id}"): {"role": "provider"},  # Bob (see :func:`copy_ids`)
+    ("POST", "/v1/connections/discover"): {
+        "broker": "sim",
+        "base_url": BASE_URL,
+        "credentials": link_body(BASE_URL, 1)["credentials"],
+    },
+    ("POST", "/v1/admin/clients"): {
+        "name": "Tracker",
+        "redirect_uris": ["https://tracker.example/callback"],
+        "jwks": {"keys": [CLIENT_KEY]},
+        "scopes": ["accounts:read"],
+    },
+    ("PATCH", "/v1/admin/clients/{client_id}"): {"name": "Renamed tracker"},  # see :func:`oauth_ids`
+    ("POST", "/v1/webhooks"): {"url": "https://127.0.0.1:9/hooks", "event_types": ["order.filled"]},
+    ("PATCH", "/v1/webhooks/{endpoint_id}"): {"description": "Fills"},  # see :func:`webhook_ids`
 }
 ACCEPTED_WITH = {
     ("POST", "/v1/auth/register"): 201,
@@ -108,6 +129,12 @@ ACCEPTED_WITH = {
     ("PUT", "/v1/strategies/{strategy_id}/fees"): 200,
     ("POST", "/v1/admin/fees/flows"): 200,
     ("POST", "/v1/admin/alert-webhooks"): 201,
+    ("PATCH", "/v1/admin/users/{user_id}"): 200,
+    ("POST", "/v1/connections/discover"): 200,
+    ("POST", "/v1/admin/clients"): 201,
+    ("PATCH", "/v1/admin/clients/{client_id}"): 200,
+    ("POST", "/v1/webhooks"): 201,
+    ("PATCH", "/v1/webhooks/{endpoint_id}"): 200,
 }
 # Headers a valid request needs besides its body: replacing settings needs the ETag read (a fresh
 # subscription is at version 1).
@@ -115,6 +142,8 @@ VALID_HEADERS: dict[tuple[str, str], dict[str, str]] = {("PUT", f"{SUBSCRIPTION}
 # Routes whose body is optional: without one they do their default (a stop that keeps the copies),
 # so the missing_body case does not apply.
 OPTIONAL_BODY = {("POST", f"{SUBSCRIPTION}/stop")}
+# Routes where ``role`` is the field itself (an admin granting a role), not something smuggled in.
+ROLE_IS_THE_FIELD = {("PATCH", "/v1/admin/users/{user_id}")}
 # The pages' form posts, with a valid form each (tests/web/test_form_validation.py breaks them).
 VALID_FORMS: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/login"): {"email": "alice@example.com", "password": PASSWORD},
@@ -141,6 +170,36 @@ BODILESS = {
     ("POST", "/v1/admin/alerts/{alert_id}/acknowledge"),
     ("POST", "/v1/admin/alerts/{alert_id}/resolve"),
     ("DELETE", "/v1/admin/alert-webhooks/{webhook_id}"),
+    ("DELETE", "/v1/admin/clients/{client_id}"),
+    ("DELETE", "/v1/consents/{consent_id}"),
+    ("DELETE", "/v1/webhooks/{endpoint_id}"),
+    ("POST", "/v1/webhooks/{endpoint_id}/test"),
+    ("POST", "/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay"),
+}
+# Write routes whose input is not JSON checked here, each with where it is checked instead.
+CHECKED_ELSEWHERE = {
+    # OAuth 2 protocol endpoints: form bodies authenticated by a client assertion, refused in RFC 6749's
+    # error format ({"error": ...}), not problem+json (tests/api/oauth/).
+    ("POST", "/oauth/par"),
+    ("POST", "/oauth/token"),
+    ("POST", "/oauth/introspect"),
+    ("POST", "/oauth/revoke"),
+    # The consent page's forms: CSRF, codes and account choices (tests/web/test_consent_pages.py).
+    ("POST", "/consents/{consent_id}/decision"),
+    ("POST", "/consents/{consent_id}/revoke"),
+}
+# Routes that need an OAuth client and a consent of Alice's to act on.
+NEEDS_OAUTH_IDS = {
+    ("PATCH", "/v1/admin/clients/{client_id}"),
+    ("DELETE", "/v1/admin/clients/{client_id}"),
+    ("DELETE", "/v1/consents/{consent_id}"),
+}
+# Routes that need a webhook endpoint of Alice's and one of its deliveries.
+NEEDS_WEBHOOK_IDS = {
+    ("PATCH", "/v1/webhooks/{endpoint_id}"),
+    ("DELETE", "/v1/webhooks/{endpoint_id}"),
+    ("POST", "/v1/webhooks/{endpoint_id}/test"),
+    ("POST", "/v1/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay"),
 }
 # Routes that need an enrolment of Alice's waiting for confirmation.
 NEEDS_PENDING_TOTP = {("POST", "/v1/me/mfa/totp/confirm")}
@@ -157,6 +216,7 @@ NEEDS_COPY_IDS = {
     ("DELETE", f"{SUBSCRIPTION}/paused-symbols/{{symbol}}"),
     ("PUT", "/v1/strategies/{strategy_id}/fees"),
     ("POST", "/v1/admin/fees/flows"),
+    ("PATCH", "/v1/admin/users/{user_id}"),
 }
 # Routes that need an alert or an alert webhook to act on.
 NEEDS_ALERT_IDS = {
@@ -212,7 +272,7 @@ async def state(app: Litestar) -> tuple[Any, ...]:
 
 def test_every_write_route_has_a_case(app: Litestar) -> None:
     routes = set(write_routes(app))
-    covered = set(VALID_BODIES) | set(VALID_FORMS) | BODILESS
+    covered = set(VALID_BODIES) | set(VALID_FORMS) | BODILESS | CHECKED_ELSEWHERE
     assert routes == covered, "a write route was added or removed: give it a valid body here"
     assert set(ACCEPTED_WITH) == set(VALID_BODIES)
     assert set(VALID_HEADERS) | OPTIONAL_BODY | NEEDS_COPY_IDS <= covered
@@ -264,13 +324,17 @@ def path_ids(request: pytest.FixtureRequest, linked: dict[str, Any], mfa_codes: 
         ids |= request.getfixturevalue("copy_ids")
     if callspec is not None and callspec.params.get("route") in NEEDS_ALERT_IDS:
         ids |= request.getfixturevalue("alert_ids")
+    if callspec is not None and callspec.params.get("route") in NEEDS_OAUTH_IDS:
+        ids |= request.getfixturevalue("oauth_ids")
+    if callspec is not None and callspec.params.get("route") in NEEDS_WEBHOOK_IDS:
+        ids |= request.getfixturevalue("webhook_ids")
     return ids
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Alert webhooks may point at loopback here (the valid webhook body does)."""
-    return settings.model_copy(update={"alert_webhook_allow_loopback": True})
+    """Alert and user webhooks may point at loopback here (the valid webhook bodies do)."""
+    return settings.model_copy(update={"alert_webhook_allow_loopback": True, "webhook_allowed_hosts": ["127.0.0.1"]})
 
 
 @pytest.fixture(autouse=True)
@@ -299,6 +363,50 @@ async def alert_ids(app: Litestar) -> dict[str, str]:
         )
         await session.commit()
     return {"alert_id": alert.id, "webhook_id": webhook.id}
+
+
+@pytest.fixture
+async def webhook_ids(alice: httpx.AsyncClient) -> dict[str, str]:
+    """A webhook endpoint of Alice's, registered through the API, and the delivery of a test event to it."""
+    created = await alice.post(
+        "/v1/webhooks", json={"url": "https://127.0.0.1:9/hooks", "event_types": ["order.filled"]}
+    )
+    assert created.status_code == 201, created.text
+    endpoint_id: str = created.json()["id"]
+    sent = await alice.post(f"/v1/webhooks/{endpoint_id}/test")
+    assert sent.status_code == 202, sent.text
+    deliveries = (await alice.get(f"/v1/webhooks/{endpoint_id}/deliveries")).json()["data"]
+    return {"endpoint_id": endpoint_id, "delivery_id": deliveries[0]["id"]}
+
+
+@pytest.fixture
+async def oauth_ids(app: Litestar, linked: dict[str, Any]) -> dict[str, str]:
+    """A registered OAuth client and Alice's consent to it, written to the store directly."""
+    database: Database = app.state.db
+    now = app.state.clock.now()
+    client_id, consent_id = new_id("app"), new_id("cns")
+    async with database.session() as session:
+        alice = await UserRepository(session).get_by_email("alice@example.com")
+        assert alice is not None
+        session.add(
+            OAuthClientRow(
+                id=client_id, name="Tracker", redirect_uris='["https://tracker.example/callback"]',
+                jwks=json.dumps({"keys": [CLIENT_KEY]}), jwks_uri=None, scopes='["accounts:read"]',
+                grant_types='["authorization_code", "refresh_token"]', created_by=None, created_at=now,
+                updated_at=now, disabled_at=None,
+            )
+        )  # fmt: skip
+        await session.flush()
+        session.add(
+            OAuthConsentRow(
+                id=consent_id, client_id=client_id, user_id=alice.id,
+                scopes='["accounts:read"]', account_ids=json.dumps([linked["account"]["id"]]),
+                status=ConsentStatus.AUTHORISED, par_id=None, created_at=now, decided_at=now,
+                expires_at=now + timedelta(days=90), revoked_at=None,
+            )
+        )  # fmt: skip
+        await session.commit()
+    return {"client_id": client_id, "consent_id": consent_id}
 
 
 @pytest.fixture
@@ -343,7 +451,13 @@ async def copy_ids(app: Litestar, alice: httpx.AsyncClient, linked: dict[str, An
         await pauses.count_reject(subscription, "EUR/USD", reason="insufficient funds", now=now)
         await pauses.pause(subscription, "EUR/USD", now=now)
         await session.commit()
-    return {"strategy_id": own, "subscription_id": subscription, FOLLOWABLE: followable.id, "symbol": "EURUSD"}
+    return {
+        "strategy_id": own,
+        "subscription_id": subscription,
+        FOLLOWABLE: followable.id,
+        "symbol": "EURUSD",
+        "user_id": bob.id,
+    }
 
 
 @pytest.fixture
@@ -405,6 +519,7 @@ ROUTE_CASES = [
     for route in sorted(VALID_BODIES)
     for case in CASE_NAMES
     if not (case == "missing_body" and route in OPTIONAL_BODY)
+    and not (case == "smuggled_role" and route in ROLE_IS_THE_FIELD)
 ]
 
 
@@ -477,4 +592,4 @@ async def test_bodiless_write_routes_work_without_a_body(
     """Guards the test above: the 415 is for the body, not for the request."""
     method, template = route
     r = await alice.request(method, template.format(**path_ids, order_id=resting_order_id))
-    assert r.status_code in {200, 201, 204, 303}, r.text
+    assert r.status_code in {200, 201, 202, 204, 303}, r.text

@@ -200,6 +200,7 @@ async def test_purge_deletes_what_each_policy_expired_and_keeps_everything_else(
         "copy_events": 1,
         "copy_signals": 1,
         "events": 5,
+        "idempotency_keys": 0,
         "audit": 0,
     }
     assert dry.counts == report.counts

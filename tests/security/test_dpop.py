@@ -31,6 +31,7 @@ from brokerlink.security.dpop import (
     InvalidToken,
     NonceProvider,
     UseDpopNonce,
+    _KeyCache,
     access_token_hash,
     normalize_htu,
     parse_authorization,
@@ -636,3 +637,41 @@ def test_dpop_authorization_missing_is_a_plain_challenge() -> None:
 def test_dpop_authorization_malformed_is_refused(headers: list[tuple[str, str]], reason: str) -> None:
     with pytest.raises(InvalidToken, match=reason):
         parse_authorization(headers)
+
+
+# --- the imported-key cache --------------------------------------------------------------------
+
+
+async def test_dpop_a_cached_key_still_verifies_each_signature_and_binding(
+    verify: Callable[..., Any], ec_key: jwk.Key
+) -> None:
+    """A second proof with the same key hits the key cache; the signature, the claims and the binding
+    are still checked on every proof, and the thumbprint is the same."""
+    first = await verify(proof(ec_key))
+    second = await verify(proof(ec_key))
+    assert first.jkt == second.jkt == ec_key.thumbprint()
+    forged = relabel(proof(ec_key), jwk=_quiet_generate("EC", "P-256").as_dict(private=False))
+    await refused(verify, forged, "signature does not verify")  # a known key's signature is not assumed
+    await refused(verify, proof(ec_key), "cnf.jkt", expected_jkt="another-thumbprint")
+
+
+async def test_security18_a_refused_key_is_refused_again_not_cached(
+    verify: Callable[..., Any], ec_key: jwk.Key
+) -> None:
+    leaked = {**ec_key.as_dict(private=False), "d": ec_key.as_dict(private=True)["d"]}
+    await refused(verify, proof(ec_key, public=leaked), "public key only")
+    await refused(verify, proof(ec_key, public=leaked), "public key only")
+    # The same key under an alg it does not fit is refused although the key itself was seen before.
+    await verify(proof(ec_key))
+    await refused(verify, relabel(proof(ec_key), alg="EdDSA"), "key type does not match alg")
+
+
+def test_dpop_key_cache_is_bounded_least_recently_used_first() -> None:
+    cache = _KeyCache(size=2)
+    a, b, c = (_quiet_generate("EC", "P-256").as_dict(private=False) for _ in range(3))
+    ka, _ = cache.get({"jwk": a}, "ES256")
+    cache.get({"jwk": b}, "ES256")
+    assert cache.get({"jwk": a}, "ES256")[0] is ka  # a hit: a is now the most recently used
+    cache.get({"jwk": c}, "ES256")  # evicts b, not a
+    assert cache.get({"jwk": a}, "ES256")[0] is ka
+    assert len(cache._keys) == 2

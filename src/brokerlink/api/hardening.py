@@ -19,6 +19,7 @@ message or traceback, and the app runs with ``debug=False``; test_hardening prov
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -50,6 +51,18 @@ DOCS_CSP = (
     b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+FORM_ACTION_STATE_KEY = "brokerlink.csp_form_action"
+"""Scope state: one more origin a page's forms may lead to. The consent page sets its app's redirect
+origin there: browsers apply ``form-action`` to the redirect that answers the app (ADR 0024)."""
+_ORIGIN = re.compile(rb"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|http://\[::1\](:[0-9]{1,5})?")
+
+
+def _page_csp(scope: Scope) -> bytes:
+    extra = scope.get("state", {}).get(FORM_ACTION_STATE_KEY)
+    origin = extra.encode("ascii", "replace") if isinstance(extra, str) else b""
+    if not _ORIGIN.fullmatch(origin):
+        return PAGE_CSP
+    return PAGE_CSP.replace(b"form-action 'self'", b"form-action 'self' " + origin)
 
 
 class PageSizeTooLarge(BrokerlinkError):
@@ -106,7 +119,7 @@ class HardeningMiddleware:
                 elif is_api:
                     headers.append((b"content-security-policy", API_CSP))
                 else:
-                    headers.append((b"content-security-policy", PAGE_CSP))
+                    headers.append((b"content-security-policy", _page_csp(scope)))
                 if is_api and not any(h[0] == b"cache-control" for h in headers):
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}

@@ -23,13 +23,17 @@ from brokerlink.api.accounts.discover import discover_routes
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.admin.alerts import admin_alerts_router
 from brokerlink.api.admin.audit import audit_router
+from brokerlink.api.admin.users import admin_users_router
 from brokerlink.api.auth.lockout import STATE_KEY as LOCKOUT_STATE_KEY
 from brokerlink.api.auth.lockout import LoginLockout
 from brokerlink.api.auth.mfa import mfa_router
-from brokerlink.api.auth.middleware import SessionAuthMiddleware
+from brokerlink.api.auth.middleware import SessionAuthMiddleware, TokenAwareCSRFMiddleware
 from brokerlink.api.auth.routes import auth_router, me
+from brokerlink.api.consents.clients import admin_clients_router
+from brokerlink.api.consents.routes import consents_router
 from brokerlink.api.copy.reconcile import reconciliation_router
 from brokerlink.api.copy.routes import strategies_router, subscriptions_router
+from brokerlink.api.cors import CorsMiddleware
 from brokerlink.api.deps import (
     provide_clock,
     provide_copy,
@@ -45,10 +49,12 @@ from brokerlink.api.ledger.fees import FEE_ROUTERS
 from brokerlink.api.ledger.routes import account_ledger_router, ledger_router
 from brokerlink.api.ledger.stats import stats_router
 from brokerlink.api.metrics import metrics
+from brokerlink.api.oauth.routes import oauth_routes  # issue 5 H5a
 from brokerlink.api.openapi import openapi_document
 from brokerlink.api.problems import EXCEPTION_HANDLERS
 from brokerlink.api.ratelimit import RateLimiter, RateLimitMiddleware
 from brokerlink.api.trading.routes import account_trading_router, orders_router
+from brokerlink.api.webhooks import webhooks_router  # issue 8 webhooks
 from brokerlink.app.demo_bot import DemoBot
 from brokerlink.app.middleware import RequestContextMiddleware
 from brokerlink.app.services import start_services
@@ -63,7 +69,9 @@ from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
 from brokerlink.store.migrate import upgrade
 from brokerlink.stream.admin import admin_stream as admin_stream_route
+from brokerlink.stream.public import public_stream as public_stream_route
 from brokerlink.web import WEB_DIR
+from brokerlink.web.consent import consent_pages
 from brokerlink.web.routes import web_routes
 
 _log = get_logger("brokerlink.app")
@@ -158,8 +166,14 @@ def create_app(
             *discover_routes,
             # V1 ROUTES issue 5 H5a (authorization server)
             # V1 ROUTES issue 5 H5b (consents, clients)
+            consents_router,
+            admin_clients_router,
             # V1 ROUTES issue 5 H5c (stream)
+            public_stream_route,
+            admin_users_router,
             # V1 ROUTES issue 5 H5d
+            # V1 ROUTES issue 8 webhooks
+            webhooks_router,
         ],
         before_request=require_json_body,
     )
@@ -172,7 +186,9 @@ def create_app(
             v1,
             *web_routes,
             # APP ROUTES issue 5 H5a (/.well-known, /oauth/*)
+            oauth_routes,
             # APP ROUTES issue 5 H5b (/authorize, consent pages)
+            *consent_pages,
             create_static_files_router(
                 path="/static", directories=[WEB_DIR / "static"], opt={"exclude_from_auth": True}
             ),
@@ -190,15 +206,20 @@ def create_app(
         middleware=[
             DefineMiddleware(SessionAuthMiddleware, exclude_from_auth_key="exclude_from_auth"),
             DefineMiddleware(RateLimitMiddleware, limiter=rate_limiter),  # after auth: it keys by the principal
+            # Innermost, where Litestar's own csrf_config put it; skipped for token-authenticated requests.
+            DefineMiddleware(
+                TokenAwareCSRFMiddleware,
+                config=CSRFConfig(
+                    secret=settings.effective_secret_key,
+                    cookie_name="brokerlink_csrf",
+                    header_name="x-csrf-token",
+                    cookie_secure=settings.cookie_secure,
+                    cookie_samesite="strict",
+                    cookie_httponly=False,  # the dashboard's scripts read it to echo it in the header
+                ),
+                session_cookie=settings.session_cookie,
+            ),
         ],
-        csrf_config=CSRFConfig(
-            secret=settings.effective_secret_key,
-            cookie_name="brokerlink_csrf",
-            header_name="x-csrf-token",
-            cookie_secure=settings.cookie_secure,
-            cookie_samesite="strict",
-            cookie_httponly=False,  # the dashboard's scripts read it to echo it in the header
-        ),
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         template_config=TemplateConfig(directory=Path(WEB_DIR / "templates"), engine=JinjaTemplateEngine),
@@ -221,6 +242,13 @@ def create_app(
     # Litestar's middleware runs only for matched routes; these two must also cover 404s and 405s,
     # so they wrap the whole ASGI handler instead.
     app.asgi_handler = RequestContextMiddleware(
-        HardeningMiddleware(app.asgi_handler, max_body_bytes=settings.max_body_bytes)
+        HardeningMiddleware(
+            CorsMiddleware(  # issue 5 H5d: CORS on /v1 only (api/cors.py)
+                app.asgi_handler,
+                allowed_origins=settings.cors_allowed_origins,
+                max_age_seconds=settings.cors_max_age_seconds,
+            ),
+            max_body_bytes=settings.max_body_bytes,
+        )
     )
     return app

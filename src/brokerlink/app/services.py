@@ -18,6 +18,8 @@ from brokerlink.config import Settings
 from brokerlink.engine.alerts.service import AlertService
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.engine.retention import RetentionService
+from brokerlink.engine.webhooks.service import STATE_KEY as WEBHOOKS_STATE_KEY  # issue 8 webhooks
+from brokerlink.engine.webhooks.service import WebhookService
 from brokerlink.kit.clock import Clock
 from brokerlink.ledger.fee_task import FeeTask
 from brokerlink.ledger.fees import FeeConfig
@@ -26,14 +28,19 @@ from brokerlink.ledger.reconcile import Reconciler
 from brokerlink.ledger.snapshots import EquitySampler, live_marks
 from brokerlink.security.audit_sign import AuditSigner
 from brokerlink.security.audit_task import AuditCheckpointer
+from brokerlink.security.oauth.resource import STATE_KEY as RESOURCE_STATE_KEY
+from brokerlink.security.oauth.resource import ResourceServer, RevocationFollower
+from brokerlink.security.oauth.runtime import AuthorizationRuntime  # issue 5 H5a
 from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
 from brokerlink.stream.admin import AdminAlertHub
+from brokerlink.stream.connections import STATE_KEY as STREAM_STATE_KEY
+from brokerlink.stream.connections import StreamHub
 
 Stop = Callable[[], Awaitable[None]]
 
 
-async def start_services(
+async def start_services(  # noqa: PLR0915 - one short block per service
     state: State,
     settings: Settings,
     *,
@@ -94,5 +101,26 @@ async def start_services(
     sampler.start()
     stops.append(sampler.stop)
     # SERVICES issue 5 H5a (authorization server: signing key, client-assertion replay store)
+    oauth = AuthorizationRuntime(settings, clock)
+    state.oauth = oauth
+    stops.append(oauth.close)
     # SERVICES issue 5 H5c (resource server: token cache, revocation follower, stream connections)
+    resource = ResourceServer.from_settings(settings, clock)
+    state[RESOURCE_STATE_KEY] = resource
+    stops.append(resource.close)
+    stream = StreamHub(bus)
+    state[STREAM_STATE_KEY] = stream
+    await stream.start()
+    stops.append(stream.stop)
+    revocations = RevocationFollower(bus)
+    revocations.listen(resource.revoked)
+    revocations.listen(stream.revoked)
+    state.revocations = revocations
+    await revocations.start()
+    stops.append(revocations.stop)
+    # SERVICES issue 8 webhooks
+    webhooks = WebhookService(database, bus, vault, clock, settings)
+    state[WEBHOOKS_STATE_KEY] = webhooks
+    await webhooks.start()
+    stops.append(webhooks.stop)
     return stops

@@ -36,7 +36,7 @@ class DemoCredential(msgspec.Struct, frozen=True):
 
 _DEMO_USERS: tuple[tuple[str, str, Role, str], ...] = (
     ("alice@example.com", "Alice Trader", Role.USER, "follower: equity ratio"),
-    ("pat@example.com", "Pat Provider", Role.USER, "strategy provider (a bot trades for Pat)"),
+    ("pat@example.com", "Pat Provider", Role.PROVIDER, "strategy provider (a bot trades for Pat)"),
     ("admin@example.com", "Operator", Role.ADMIN, "operator"),
     ("bob@example.com", "Bob Fixed", Role.USER, "follower: fixed quantity"),
     ("carol@example.com", "Carol Contrarian", Role.USER, "follower: reversed direction"),
@@ -77,14 +77,20 @@ async def seed(settings: Settings) -> list[DemoCredential]:
     try:
         async with database.session() as session:
             users = UserRepository(session)
+            # The table above decides roles, also for users created by an older demo (pat became a provider).
+            roles = {email: role for email, _, role, _ in _DEMO_USERS}
             for cred in creds:
+                role = roles.get(cred.email, cred.role)
                 existing = await users.get_by_email(cred.email)
                 if existing is None:
                     await UserService(session, clock).register(
-                        email=cred.email, password=cred.password, display_name=cred.display_name, role=cred.role
+                        email=cred.email, password=cred.password, display_name=cred.display_name, role=role
                     )
-                elif not verify_password(existing.password_hash, cred.password):
+                    continue
+                if not verify_password(existing.password_hash, cred.password):
                     await users.set_password_hash(existing.id, hash_password(cred.password), now=clock.now())
+                if existing.role != role.value:
+                    await users.set_role(existing.id, role, now=clock.now())
             await session.commit()
     finally:
         await database.dispose()

@@ -14,6 +14,7 @@ from rich.console import Console
 from brokerlink import __version__
 from brokerlink.cli import server
 from brokerlink.cli.audit import audit_app
+from brokerlink.cli.clients import clients_app
 from brokerlink.cli.fees import fees_app
 from brokerlink.cli.ledger import ledger_app
 from brokerlink.cli.retention import retention_app
@@ -46,6 +47,7 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(fees_app, name="fees")
 app.add_typer(statements_app, name="statements")
+app.add_typer(clients_app, name="clients")
 app.add_typer(venue_alpaca_app, name="venue-alpaca")
 app.add_typer(venue_oanda_app, name="venue-oanda")
 app.add_typer(venue_binance_app, name="venue-binance")

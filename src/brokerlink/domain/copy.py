@@ -91,13 +91,33 @@ class IntentAction(StrEnum):
     INCREASE = "increase"
     REDUCE = "reduce"
     CLOSE = "close"
+    STOP_LOSS = "stop_loss"
+    """A protective stop on the link's closing side, mirroring the provider's (ADR 0027). It moves the
+    link only when it fills; it is cancelled and replaced, never modified, when the provider's moves."""
+    TAKE_PROFIT = "take_profit"
+    """A protective limit on the link's closing side, mirroring the provider's take-profit (ADR 0027)."""
+
+    @property
+    def is_protective(self) -> bool:
+        """Whether this is a resting stop-loss or take-profit rather than a trade planned from a fill."""
+        return self in PROTECTIVE_ACTIONS
+
+
+PROTECTIVE_ACTIONS: frozenset[IntentAction] = frozenset({IntentAction.STOP_LOSS, IntentAction.TAKE_PROFIT})
+"""The intents that rest at the follower's venue as protective orders (ADR 0027)."""
+TRADE_ACTIONS: frozenset[IntentAction] = frozenset(
+    {IntentAction.OPEN, IntentAction.INCREASE, IntentAction.REDUCE, IntentAction.CLOSE}
+)
+"""The intents planned from provider fills: they move the link when planned."""
 
 
 class CopyOrderType(StrEnum):
-    """The order types a copy uses: market, or limit for the slippage guard's price cap."""
+    """The order types a copy uses: market; limit for the slippage guard's price cap or a take-profit;
+    stop for a stop-loss (its trigger price travels in ``limit_price``, see :class:`CopyIntent`)."""
 
     MARKET = "market"
     LIMIT = "limit"
+    STOP = "stop"
 
 
 class IntentStatus(StrEnum):
@@ -270,6 +290,7 @@ class CopyIntent(DomainModel, frozen=True, kw_only=True):
     qty: Decimal
     order_type: CopyOrderType = CopyOrderType.MARKET
     limit_price: Decimal | None = None
+    """The order's price: the limit of a ``limit`` order, the trigger (stop price) of a ``stop`` order."""
     tif: TimeInForce
     status: IntentStatus = IntentStatus.PENDING
     order_id: str | None = None

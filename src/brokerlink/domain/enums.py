@@ -89,8 +89,9 @@ class ConnectionState(StrEnum):
 
 
 class Role(StrEnum):
-    """First-party user roles."""
+    """First-party user roles: ``provider`` may also publish strategies (an admin grants it)."""
 
     USER = "user"
+    PROVIDER = "provider"
     ADMIN = "admin"
     AUDITOR = "auditor"

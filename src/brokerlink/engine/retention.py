@@ -13,6 +13,8 @@ Policies are per data kind, in days, 0 = keep forever (settings ``retention_*_da
     still in flight and no open link pointing at them through an intent.
 ``events``
     Event log rows older than N days. The log is append-only by triggers; see :func:`_purge_events`.
+``idempotency_keys``
+    Idempotency keys past their own expiry (``idempotency_ttl_seconds``, ADR 0026), whatever the policy.
 ``audit``
     The audit trail, through :func:`brokerlink.security.audit.purge_before`, which deletes the old
     records and writes a signed checkpoint that becomes the chain's new start. Last, so that what the
@@ -61,14 +63,17 @@ from brokerlink.store.models import (
     OrderRow,
     SessionRow,
 )
+from brokerlink.store.models_idempotency import IdempotencyKeyRow
 
 RETENTION_ACTOR = Actor(kind="system", id="retention")
 """The audit actor of the scheduled purge and of ``brokerlink retention purge``."""
 
 _log = get_logger("brokerlink.retention")
 
-Kind = Literal["sessions", "orders", "fills", "copy_events", "copy_signals", "events", "audit"]
-KINDS: tuple[Kind, ...] = ("sessions", "orders", "fills", "copy_events", "copy_signals", "events", "audit")
+Kind = Literal["sessions", "orders", "fills", "copy_events", "copy_signals", "events", "idempotency_keys", "audit"]
+KINDS: tuple[Kind, ...] = (
+    "sessions", "orders", "fills", "copy_events", "copy_signals", "events", "idempotency_keys", "audit",
+)  # fmt: skip
 """Every count a purge reports, in the order it deletes them (audit last)."""
 
 _TERMINAL_ORDERS = tuple(status.value for status in OrderStatus if status.is_terminal)
@@ -169,6 +174,10 @@ async def purge(
         )
     if (at := cutoff("events", policy.events_days)) is not None:
         counts["events"] = await _purge_events(database, at, batch, dry_run, now)
+    # Idempotency keys carry their own expiry (``idempotency_ttl_seconds``): always purged once past it.
+    counts["idempotency_keys"] = await _purge_rows(
+        database, _table(IdempotencyKeyRow), [IdempotencyKeyRow.expires_at <= now], batch, dry_run, now=now
+    )
     if (at := cutoff("audit", policy.audit_days)) is not None:
         counts["audit"] = await _purge_audit(
             database, at, now=now, signer=audit_signer, dry_run=dry_run, export_to=audit_export

@@ -41,8 +41,10 @@ import hashlib
 import hmac
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
@@ -223,6 +225,7 @@ def _normalize_percent(match: re.Match[str]) -> str:
     return char if char in _UNRESERVED else match.group(0).upper()
 
 
+@lru_cache(maxsize=4096)  # pure; a server sees few distinct URLs per second, and the cache stays bounded
 def normalize_htu(url: str) -> str:
     """``url`` without query and fragment, normalised for comparison (RFC 3986 sections 6.2.2 and 6.2.3).
 
@@ -259,11 +262,8 @@ def _rsa_bits(modulus: object) -> int:
         raise InvalidDpopProof("jwk RSA modulus is malformed") from None
 
 
-def _public_key(header: dict[str, Any], alg: str) -> jwk.Key:
-    """The ``jwk`` header as a public key that fits ``alg``; refuses private members and weak keys."""
-    data = header.get("jwk")
-    if not isinstance(data, dict):
-        raise InvalidDpopProof("jwk header missing or not an object")
+def _import_public_key(data: dict[str, Any], alg: str) -> jwk.Key:
+    """``data`` as a public key that fits ``alg``; refuses private members and weak keys."""
     if _PRIVATE_MEMBERS & data.keys():
         raise InvalidDpopProof("jwk header must hold a public key only")
     kty, crv = _KEY_FOR_ALG[alg]
@@ -285,6 +285,40 @@ def _public_key(header: dict[str, Any], alg: str) -> jwk.Key:
     return key
 
 
+class _KeyCache:
+    """Keys already imported and checked, by ``alg`` and the ``jwk`` header's canonical JSON, with their
+    thumbprints: a client signs every proof with the same key, and importing it (plus its RFC 7638
+    thumbprint) costs more than verifying the signature. Only keys that passed every check are kept;
+    the checks depend on nothing but the key's JSON and ``alg``, so a hit is as good as a fresh import.
+    Bounded, least recently used first out."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._keys: OrderedDict[tuple[str, bytes], tuple[jwk.Key, str]] = OrderedDict()
+
+    def get(self, header: dict[str, Any], alg: str) -> tuple[jwk.Key, str]:
+        data = header.get("jwk")
+        if not isinstance(data, dict):
+            raise InvalidDpopProof("jwk header missing or not an object")
+        try:
+            name = (alg, msgspec.json.encode(data, order="sorted"))
+        except (TypeError, msgspec.EncodeError):
+            raise InvalidDpopProof("jwk header is not a valid key") from None
+        found = self._keys.get(name)
+        if found is not None:
+            self._keys.move_to_end(name)
+            return found
+        key = _import_public_key(data, alg)
+        found = (key, key.thumbprint())
+        self._keys[name] = found
+        if len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+        return found
+
+
+_KEYS = _KeyCache()
+
+
 def _check_signature(proof_jwt: str) -> tuple[str, _Claims]:
     """Steps 1 to 3: parse, check the header and the key, verify the signature. Returns (jkt, claims)."""
     if len(proof_jwt) > _MAX_PROOF_CHARS:
@@ -304,7 +338,7 @@ def _check_signature(proof_jwt: str) -> tuple[str, _Claims]:
         raise InvalidDpopProof(f"alg must be one of {', '.join(ALLOWED_ALGORITHMS)}")
     if "crit" in header or "b64" in header:
         raise InvalidDpopProof("crit and b64 headers are not accepted")
-    key = _public_key(header, alg)
+    key, jkt = _KEYS.get(header, alg)
     model = JWSRegistry.algorithms[alg]
     try:
         signature = urlsafe_b64decode(obj.segments["signature"])
@@ -318,7 +352,7 @@ def _check_signature(proof_jwt: str) -> tuple[str, _Claims]:
         claims = msgspec.json.decode(obj.payload, type=_Claims)
     except msgspec.DecodeError:  # ValidationError is a DecodeError too
         raise InvalidDpopProof("claims missing or of the wrong type (jti, htm, htu, iat)") from None
-    return key.thumbprint(), claims
+    return jkt, claims
 
 
 def _check_request(claims: _Claims, *, method: str, url: str) -> None:

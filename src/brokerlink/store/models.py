@@ -670,7 +670,9 @@ from brokerlink.store import (  # noqa: E402
     models_alerts,  # noqa: F401
     models_audit,  # noqa: F401
     models_fees,  # noqa: F401
+    models_idempotency,  # noqa: F401
     models_ledger,  # noqa: F401
     models_oauth,  # noqa: F401
     models_stats,  # noqa: F401
+    models_webhooks,  # noqa: F401
 )

@@ -18,6 +18,7 @@ from brokerlink.api.audit import audited
 from brokerlink.api.auth.mfa import require_recent_mfa
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
 from brokerlink.api.schemas import RequestBody, ResponseBody
+from brokerlink.api.scopes import first_party
 from brokerlink.brokers.base import adapter_credential_fields, adapter_kinds
 from brokerlink.engine.links.service import NewLink
 from brokerlink.kit.errors import NotFound
@@ -60,7 +61,7 @@ class VenueAccountList(ResponseBody, kw_only=True):
     data: list[VenueAccountResponse]
 
 
-@get("/brokers", summary="List broker kinds", tags=["accounts"])
+@get("/brokers", summary="List broker kinds", tags=["accounts"], opt=first_party())
 async def list_brokers() -> BrokerKindList:
     """The broker kinds this server can link, each with the credential fields it needs."""
     return BrokerKindList(

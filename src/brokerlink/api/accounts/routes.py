@@ -22,6 +22,7 @@ from brokerlink.api.accounts.schemas import (
 from brokerlink.api.audit import audited, stamp
 from brokerlink.api.auth.mfa import require_recent_mfa
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
+from brokerlink.api.scopes import first_party, needs
 from brokerlink.engine.links.service import NewLink
 from brokerlink.kit.errors import InvalidInput, NotFound
 from brokerlink.store.repositories.accounts import AccountListing, AccountRepository
@@ -39,20 +40,20 @@ async def _listing(db: DbSession, principal: CurrentPrincipal, account_id: str) 
     raise NotFound("account not found")
 
 
-@get("/", summary="List accounts")
+@get("/", summary="List accounts", opt=needs("accounts:read"))
 async def list_accounts(principal: CurrentPrincipal, db: DbSession) -> AccountList:
     """Every account the user has linked, across brokers."""
     listings = await AccountRepository(db).list_with_connections(principal.user_id)
     return AccountList(data=[AccountResponse.of(a) for a in listings if principal.can_reach_account(a.id)])
 
 
-@get("/{account_id:str}", summary="Get an account")
+@get("/{account_id:str}", summary="Get an account", opt=needs("accounts:read"))
 async def get_account(account_id: AccountId, principal: CurrentPrincipal, db: DbSession) -> AccountResponse:
     """One account. 404 if it does not exist or is not the user's."""
     return AccountResponse.of(await _listing(db, principal, account_id))
 
 
-@patch("/{account_id:str}", summary="Rename an account")
+@patch("/{account_id:str}", summary="Rename an account", opt=first_party())
 async def update_account(  # noqa: PLR0917 - Litestar injects by name
     request: Request[Any, Any, Any],
     account_id: AccountId,

@@ -89,7 +89,8 @@ class MfaStatusResponse(ResponseBody, kw_only=True):
 class MfaChallengeResponse(ResponseBody, kw_only=True):
     """The password was right; the sign-in now waits for ``POST /v1/auth/mfa`` until ``expires_at``."""
 
-    mfa_required: bool = True
+    mfa_required: Literal[True]
+    """Always true; required, so the document tells this answer from a session (``oneOf``)."""
     methods: list[str] = msgspec.field(default_factory=lambda: ["totp", "recovery_code"])
     expires_at: datetime
 

@@ -86,7 +86,7 @@ async def login(
     if mfa_step:
         issued, cookie = await sign_in(request, db, settings, clock, user)
         expires_at = await start_mfa_challenge(db, settings, clock, issued)
-        return Response(MfaChallengeResponse(expires_at=expires_at), cookies=[cookie])
+        return Response(MfaChallengeResponse(mfa_required=True, expires_at=expires_at), cookies=[cookie])
     await lockout.succeeded(account)
     observe.auth_success(principal=data.email, ip=client_ip(request.scope), method="password")
     response = await _signed_in(request, db, settings, clock, user)

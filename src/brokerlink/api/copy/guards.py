@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.api.audit import audited
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession
 from brokerlink.api.schemas import ResponseBody
+from brokerlink.api.scopes import needs
 from brokerlink.domain.copy import Subscription
 from brokerlink.engine.copy import rejects
 from brokerlink.kit.errors import NotFound
@@ -55,7 +56,7 @@ async def _subscription(db: AsyncSession, principal: Principal, subscription_id:
     return subscription
 
 
-@get("/{subscription_id:str}/paused-symbols", summary="A subscription's paused symbols")
+@get("/{subscription_id:str}/paused-symbols", summary="A subscription's paused symbols", opt=needs("copy:read"))
 async def list_paused_symbols(
     subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession
 ) -> PausedSymbolList:
@@ -65,7 +66,12 @@ async def list_paused_symbols(
     return PausedSymbolList(data=[PausedSymbolResponse.of(p) for p in paused])
 
 
-@delete("/{subscription_id:str}/paused-symbols/{symbol:str}", summary="Resume a paused symbol", status_code=204)
+@delete(
+    "/{subscription_id:str}/paused-symbols/{symbol:str}",
+    summary="Resume a paused symbol",
+    status_code=204,
+    opt=needs("copy:manage"),
+)
 async def resume_paused_symbol(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,

@@ -22,6 +22,7 @@ from brokerlink.api.copy.routes import SubscriptionId, _subscription
 from brokerlink.api.copy.schemas import CopyIntentResponse
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
 from brokerlink.api.schemas import RequestBody, ResponseBody
+from brokerlink.api.scopes import needs
 from brokerlink.domain.enums import Side
 from brokerlink.engine.copy.reconcile import FindingKind, RepairAction, Report, reconcile
 from brokerlink.engine.copy.service import CopyEngine
@@ -90,7 +91,11 @@ class ReconciliationResponse(ResponseBody, kw_only=True):
         )
 
 
-@get("/{subscription_id:str}/reconciliation", summary="Compare a subscription's copies with the broker")
+@get(
+    "/{subscription_id:str}/reconciliation",
+    summary="Compare a subscription's copies with the broker",
+    opt=needs("copy:read"),
+)
 async def get_reconciliation(  # noqa: PLR0917 - injected parameters
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
@@ -108,7 +113,12 @@ async def get_reconciliation(  # noqa: PLR0917 - injected parameters
     return ReconciliationResponse.render(subscription_id, report)
 
 
-@post("/{subscription_id:str}/reconciliation", summary="Reconcile a subscription now (and repair)", status_code=200)
+@post(
+    "/{subscription_id:str}/reconciliation",
+    summary="Reconcile a subscription now (and repair)",
+    status_code=200,
+    opt=needs("copy:manage"),
+)
 async def run_reconciliation(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,

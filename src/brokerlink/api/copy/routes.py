@@ -49,6 +49,7 @@ from brokerlink.api.copy.schemas import (
     SubscriptionResponse,
 )
 from brokerlink.api.deps import AppClock, Copy, CurrentPrincipal, DbSession
+from brokerlink.api.scopes import first_party, needs, require_roles
 from brokerlink.domain.copy import (
     CopyIntent,
     Strategy,
@@ -57,6 +58,7 @@ from brokerlink.domain.copy import (
     Subscription,
     SubscriptionStatus,
 )
+from brokerlink.domain.enums import Role
 from brokerlink.engine.copy import manage
 from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.kit.clock import Clock
@@ -109,7 +111,13 @@ async def _own_strategy(db: AsyncSession, principal: Principal, strategy_id: str
     return strategy
 
 
-@post("/", summary="Publish a strategy", status_code=201)
+@post(
+    "/",
+    summary="Publish a strategy",
+    status_code=201,
+    opt=first_party(),
+    guards=[require_roles(Role.PROVIDER, Role.ADMIN)],
+)
 async def create_strategy(
     request: Request[Any, Any, Any],
     data: JSONBody[StrategyCreate],
@@ -142,7 +150,7 @@ async def create_strategy(
     )
 
 
-@get("/", summary="List my strategies")
+@get("/", summary="List my strategies", opt=needs("copy:read"))
 async def list_strategies(
     principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
 ) -> StrategyList:
@@ -156,7 +164,7 @@ async def list_strategies(
     return StrategyList(data=[StrategyResponse.render(s, mine=True) for s in page], next_after=next_after)
 
 
-@get("/public", summary="The strategy directory")
+@get("/public", summary="The strategy directory", opt=needs("copy:read"))
 async def list_public_strategies(
     principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
 ) -> StrategyList:
@@ -167,7 +175,7 @@ async def list_public_strategies(
     )
 
 
-@get("/{strategy_id:str}", summary="Get a strategy")
+@get("/{strategy_id:str}", summary="Get a strategy", opt=needs("copy:read"))
 async def get_strategy(strategy_id: StrategyId, principal: CurrentPrincipal, db: DbSession) -> StrategyResponse:
     """Your strategy, or anyone's public or unlisted one. 404 for someone else's private strategy."""
     strategy = await StrategyRepository(db).get_visible(principal.user_id, strategy_id)
@@ -179,7 +187,7 @@ async def get_strategy(strategy_id: StrategyId, principal: CurrentPrincipal, db:
     return StrategyResponse.render(strategy, mine=mine)
 
 
-@patch("/{strategy_id:str}", summary="Change or close a strategy")
+@patch("/{strategy_id:str}", summary="Change or close a strategy", opt=first_party())
 async def update_strategy(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     strategy_id: StrategyId,
@@ -268,6 +276,7 @@ async def _scoped_page(
     status_code=201,
     response_headers=ETAG_HEADER,
     before_request=checked_body(SubscriptionCreate, nested_in="settings"),
+    opt=needs("copy:manage"),
 )
 async def create_subscription(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
@@ -300,7 +309,7 @@ async def create_subscription(  # noqa: PLR0917 - injected parameters
     return with_etag(subscription, SubscriptionResponse.render(subscription), 201)
 
 
-@get("/", summary="List my subscriptions")
+@get("/", summary="List my subscriptions", opt=needs("copy:read"))
 async def list_subscriptions(
     principal: CurrentPrincipal,
     db: DbSession,
@@ -324,7 +333,7 @@ async def list_subscriptions(
     return SubscriptionList(data=[SubscriptionResponse.render(s) for s in items], next_after=next_after)
 
 
-@get("/{subscription_id:str}", summary="Get a subscription", response_headers=ETAG_HEADER)
+@get("/{subscription_id:str}", summary="Get a subscription", response_headers=ETAG_HEADER, opt=needs("copy:read"))
 async def get_subscription(
     subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession
 ) -> Response[SubscriptionResponse]:
@@ -333,7 +342,12 @@ async def get_subscription(
     return with_etag(subscription, SubscriptionResponse.render(subscription))
 
 
-@get("/{subscription_id:str}/settings", summary="Get a subscription's settings", response_headers=ETAG_HEADER)
+@get(
+    "/{subscription_id:str}/settings",
+    summary="Get a subscription's settings",
+    response_headers=ETAG_HEADER,
+    opt=needs("copy:read"),
+)
 async def get_settings(
     subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession
 ) -> Response[CopySettings]:
@@ -347,6 +361,7 @@ async def get_settings(
     summary="Replace a subscription's settings",
     response_headers=ETAG_HEADER,
     before_request=checked_body(CopySettings),
+    opt=needs("copy:manage"),
 )
 async def replace_settings(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
@@ -416,7 +431,13 @@ async def _change_status(
     return changed, intents
 
 
-@post("/{subscription_id:str}/pause", summary="Pause a subscription", status_code=200, response_headers=ETAG_HEADER)
+@post(
+    "/{subscription_id:str}/pause",
+    summary="Pause a subscription",
+    status_code=200,
+    response_headers=ETAG_HEADER,
+    opt=needs("copy:manage"),
+)
 async def pause_subscription(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
@@ -433,7 +454,13 @@ async def pause_subscription(  # noqa: PLR0917 - injected parameters
     return with_etag(changed, SubscriptionResponse.render(changed))
 
 
-@post("/{subscription_id:str}/resume", summary="Resume a subscription", status_code=200, response_headers=ETAG_HEADER)
+@post(
+    "/{subscription_id:str}/resume",
+    summary="Resume a subscription",
+    status_code=200,
+    response_headers=ETAG_HEADER,
+    opt=needs("copy:manage"),
+)
 async def resume_subscription(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
@@ -454,6 +481,7 @@ async def resume_subscription(  # noqa: PLR0917 - injected parameters
     summary="Copy only closes",
     status_code=200,
     response_headers=ETAG_HEADER,
+    opt=needs("copy:manage"),
 )
 async def close_only_subscription(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
@@ -470,7 +498,13 @@ async def close_only_subscription(  # noqa: PLR0917 - injected parameters
     return with_etag(changed, SubscriptionResponse.render(changed))
 
 
-@post("/{subscription_id:str}/stop", summary="Stop a subscription", status_code=200, response_headers=ETAG_HEADER)
+@post(
+    "/{subscription_id:str}/stop",
+    summary="Stop a subscription",
+    status_code=200,
+    response_headers=ETAG_HEADER,
+    opt=needs("copy:manage"),
+)
 async def stop_subscription(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     subscription_id: SubscriptionId,
@@ -500,7 +534,7 @@ async def stop_subscription(  # noqa: PLR0917 - injected parameters
     return with_etag(changed, SubscriptionResponse.render(changed))
 
 
-@get("/{subscription_id:str}/events", summary="A subscription's copy events")
+@get("/{subscription_id:str}/events", summary="A subscription's copy events", opt=needs("copy:read"))
 async def list_events(
     subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
 ) -> CopyEventList:
@@ -512,7 +546,7 @@ async def list_events(
     return CopyEventList(data=[CopyEventResponse.of(e) for e in page.items], next_after=page.next_after)
 
 
-@get("/{subscription_id:str}/intents", summary="A subscription's copy orders")
+@get("/{subscription_id:str}/intents", summary="A subscription's copy orders", opt=needs("copy:read"))
 async def list_intents(
     subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
 ) -> CopyIntentList:
@@ -524,7 +558,7 @@ async def list_intents(
     return CopyIntentList(data=[CopyIntentResponse.of(i) for i in page.items], next_after=page.next_after)
 
 
-@get("/{subscription_id:str}/links", summary="A subscription's copied positions")
+@get("/{subscription_id:str}/links", summary="A subscription's copied positions", opt=needs("copy:read"))
 async def list_links(
     subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
 ) -> CopyLinkList:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.api.audit import audited
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession, Links
 from brokerlink.api.schemas import RequestBody, ResponseBody
+from brokerlink.api.scopes import first_party, needs
 from brokerlink.config import Settings
 from brokerlink.domain.copy import Strategy, Subscription
 from brokerlink.domain.enums import Role
@@ -232,7 +233,7 @@ async def _strategy_fees(
 # --- routes ---------------------------------------------------------------------------------------
 
 
-@get("/{strategy_id:str}/fees", summary="A strategy's fee schedule")
+@get("/{strategy_id:str}/fees", summary="A strategy's fee schedule", opt=first_party())
 async def get_strategy_fees(
     strategy_id: StrategyId, principal: CurrentPrincipal, db: DbSession, clock: AppClock, settings: AppSettings
 ) -> StrategyFeesResponse:
@@ -241,7 +242,7 @@ async def get_strategy_fees(
     return await _strategy_fees(db, strategy, _config(settings), clock.now())
 
 
-@put("/{strategy_id:str}/fees", summary="Set a strategy's fee schedule")
+@put("/{strategy_id:str}/fees", summary="Set a strategy's fee schedule", opt=first_party())
 async def put_strategy_fees(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     strategy_id: StrategyId,
@@ -277,7 +278,7 @@ async def put_strategy_fees(  # noqa: PLR0917 - injected parameters
     return await _strategy_fees(db, strategy, config, now)
 
 
-@get("/{subscription_id:str}/fees", summary="A subscription's fees")
+@get("/{subscription_id:str}/fees", summary="A subscription's fees", opt=needs("ledger:read"))
 async def get_subscription_fees(  # noqa: PLR0917 - injected parameters
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
@@ -327,7 +328,7 @@ def _line(line: FeeSettlement, role: Literal["follower", "provider"]) -> Invoice
     )
 
 
-@get("/", summary="My invoices")
+@get("/", summary="My invoices", opt=first_party())
 async def list_invoices(principal: CurrentPrincipal, db: DbSession, period: PeriodKey = None) -> InvoiceList:
     """Invoice lines where you are the follower (charged) or the provider (receivable), by period."""
     grouped: dict[tuple[str, str, str], list[InvoiceLine]] = defaultdict(list)

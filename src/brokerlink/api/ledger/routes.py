@@ -18,6 +18,7 @@ from litestar.params import Parameter
 
 from brokerlink.api.deps import CurrentPrincipal, DbSession
 from brokerlink.api.schemas import ResponseBody
+from brokerlink.api.scopes import first_party, needs
 from brokerlink.domain.enums import Role
 from brokerlink.kit.errors import InvalidInput, NotFound
 from brokerlink.ledger import chart, journal
@@ -159,7 +160,7 @@ def _naive_refused(*times: datetime | None) -> None:
         raise InvalidInput("times must carry a time zone (e.g. 2026-11-21T12:00:00Z)")
 
 
-@get("/balances", summary="My ledger balances")
+@get("/balances", summary="My ledger balances", opt=needs("ledger:read"))
 async def list_balances(principal: CurrentPrincipal, db: DbSession, at: At = None) -> BalanceList:
     """Every account of the caller's books, per currency; ``at`` gives them as of a past time."""
     _naive_refused(at)
@@ -174,7 +175,7 @@ async def _own_code(db: DbSession, principal: Principal, code: str) -> None:
         raise NotFound("ledger account not found")
 
 
-@get("/postings", summary="My postings")
+@get("/postings", summary="My postings", opt=needs("ledger:read"))
 async def list_postings(  # noqa: PLR0917 - Litestar injects by name
     principal: CurrentPrincipal,
     db: DbSession,
@@ -215,7 +216,7 @@ def _entry(principal: Principal, entry: journal.EntryView) -> EntryResponse:
     )
 
 
-@get("/entries", summary="My journal entries")
+@get("/entries", summary="My journal entries", opt=needs("ledger:read"))
 async def list_entries(  # noqa: PLR0917 - Litestar injects by name
     principal: CurrentPrincipal,
     db: DbSession,
@@ -233,7 +234,7 @@ async def list_entries(  # noqa: PLR0917 - Litestar injects by name
     return EntryList(data=data, next_after=page[-1].id if len(rows) > limit else None)
 
 
-@get("/entries/{entry_id:str}", summary="One journal entry")
+@get("/entries/{entry_id:str}", summary="One journal entry", opt=needs("ledger:read"))
 async def get_entry(entry_id: EntryId, principal: CurrentPrincipal, db: DbSession) -> EntryResponse:
     """One entry with the caller's legs; 404 unless one of its legs is the caller's."""
     shown = _entry(principal, await journal.get_entry(db, entry_id, owner_id=principal.user_id))
@@ -242,7 +243,7 @@ async def get_entry(entry_id: EntryId, principal: CurrentPrincipal, db: DbSessio
     return shown
 
 
-@get("/trial-balance", summary="Trial balance (admin)")
+@get("/trial-balance", summary="Trial balance (admin)", opt=first_party())
 async def trial_balance(principal: CurrentPrincipal, db: DbSession, at: At = None) -> TrialBalanceResponse:
     """Per currency, the sum of all debits minus all credits of the whole journal. Admins only."""
     principal.require_role(Role.ADMIN)
@@ -251,7 +252,11 @@ async def trial_balance(principal: CurrentPrincipal, db: DbSession, at: At = Non
     return TrialBalanceResponse(at=at, totals=totals, balanced=all(v == 0 for v in totals.values()))
 
 
-@get("/{account_id:str}/ledger/reconciliation", summary="Reconcile an account's ledger cash with the broker's")
+@get(
+    "/{account_id:str}/ledger/reconciliation",
+    summary="Reconcile an account's ledger cash with the broker's",
+    opt=needs("ledger:read"),
+)
 async def account_reconciliation(
     account_id: AccountId, principal: CurrentPrincipal, db: DbSession
 ) -> ReconciliationResponse:

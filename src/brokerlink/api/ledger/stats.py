@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.api.deps import CurrentPrincipal, DbSession
 from brokerlink.api.schemas import ResponseBody
+from brokerlink.api.scopes import needs
 from brokerlink.domain.copy import Strategy, StrategyVisibility, Subscription
 from brokerlink.kit.errors import InvalidInput, NotFound
 from brokerlink.ledger import stats_load
@@ -176,7 +177,7 @@ async def _series_currency(db: AsyncSession, series: str) -> str | None:
     return None if latest is None else latest.currency
 
 
-@get("/strategies/{strategy_id:str}/stats", summary="A strategy's statistics")
+@get("/strategies/{strategy_id:str}/stats", summary="A strategy's statistics", opt=needs("copy:read"))
 async def strategy_stats(
     strategy_id: StrategyId, principal: CurrentPrincipal, db: DbSession, since: Since = None, until: Until = None
 ) -> StrategyStatsResponse:
@@ -187,7 +188,7 @@ async def strategy_stats(
     return StrategyStatsResponse.of(found)
 
 
-@get("/strategies/{strategy_id:str}/equity", summary="A strategy's equity curve")
+@get("/strategies/{strategy_id:str}/equity", summary="A strategy's equity curve", opt=needs("copy:read"))
 async def strategy_equity(  # noqa: PLR0917 - injected parameters
     strategy_id: StrategyId,
     principal: CurrentPrincipal,
@@ -204,7 +205,7 @@ async def strategy_equity(  # noqa: PLR0917 - injected parameters
     return await _curve(db, strategy.account_id, since=start, until=until, interval=interval, amounts=mine)
 
 
-@get("/subscriptions/{subscription_id:str}/stats", summary="A subscription's statistics")
+@get("/subscriptions/{subscription_id:str}/stats", summary="A subscription's statistics", opt=needs("copy:read"))
 async def subscription_stats(
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
@@ -224,7 +225,7 @@ async def subscription_stats(
     return SubscriptionStatsResponse.of(found)
 
 
-@get("/subscriptions/{subscription_id:str}/equity", summary="A subscription's equity curve")
+@get("/subscriptions/{subscription_id:str}/equity", summary="A subscription's equity curve", opt=needs("copy:read"))
 async def subscription_equity(  # noqa: PLR0917 - injected parameters
     subscription_id: SubscriptionId,
     principal: CurrentPrincipal,
@@ -242,6 +243,7 @@ async def subscription_equity(  # noqa: PLR0917 - injected parameters
     "/accounts/{account_id:str}/statements",
     summary="An account's monthly statement",
     media_type="application/octet-stream",
+    opt=needs("ledger:read"),
 )
 async def account_statement(
     account_id: AccountId, principal: CurrentPrincipal, db: DbSession, period: Period, fmt: Format = "csv"

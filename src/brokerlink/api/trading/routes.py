@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.api.audit import stamp
 from brokerlink.api.deps import CurrentPrincipal, DbSession, Links
+from brokerlink.api.idempotency import IdempotencyKey, idempotent
+from brokerlink.api.scopes import needs
 from brokerlink.api.trading.schemas import (
     BalanceList,
     BalanceResponse,
@@ -61,14 +63,14 @@ async def _account(db: AsyncSession, principal: Principal, account_id: str) -> A
     return account
 
 
-@get("/{account_id:str}/balances", summary="Balances of an account")
+@get("/{account_id:str}/balances", summary="Balances of an account", opt=needs("balances:read"))
 async def list_balances(account_id: AccountId, principal: CurrentPrincipal, db: DbSession) -> BalanceList:
     """Cash, equity and buying power per currency, as the broker last reported them."""
     await _account(db, principal, account_id)
     return BalanceList(data=[BalanceResponse.of(b) for b in await BalanceRepository(db).list_for_account(account_id)])
 
 
-@get("/{account_id:str}/positions", summary="Open positions of an account")
+@get("/{account_id:str}/positions", summary="Open positions of an account", opt=needs("positions:read"))
 async def list_positions(
     account_id: AccountId, principal: CurrentPrincipal, db: DbSession, links: Links
 ) -> PositionList:
@@ -96,7 +98,7 @@ def _marked(position: Position, live: LiveAccount | None) -> PositionResponse:
     return body
 
 
-@get("/{account_id:str}/instruments", summary="Instruments an account can trade")
+@get("/{account_id:str}/instruments", summary="Instruments an account can trade", opt=needs("accounts:read"))
 async def list_instruments(
     account_id: AccountId, principal: CurrentPrincipal, db: DbSession, links: Links
 ) -> InstrumentList:
@@ -106,7 +108,7 @@ async def list_instruments(
     return InstrumentList(data=[InstrumentResponse.of(i) for i in live.instruments.values()])
 
 
-@get("/{account_id:str}/quotes", summary="Live quotes")
+@get("/{account_id:str}/quotes", summary="Live quotes", opt=needs("accounts:read"))
 async def list_quotes(
     account_id: AccountId,
     principal: CurrentPrincipal,
@@ -133,7 +135,7 @@ async def list_quotes(
     return QuoteList(data=quotes)
 
 
-@get("/{account_id:str}/orders", summary="Orders of an account")
+@get("/{account_id:str}/orders", summary="Orders of an account", opt=needs("orders:read"))
 async def list_orders(
     account_id: AccountId,
     principal: CurrentPrincipal,
@@ -147,7 +149,8 @@ async def list_orders(
     return OrderList(data=[OrderResponse.of(o) for o in page.items], next_after=page.next_after)
 
 
-@post("/{account_id:str}/orders", summary="Place an order", status_code=201)
+@idempotent
+@post("/{account_id:str}/orders", summary="Place an order", status_code=201, opt=needs("orders:write"))
 async def create_order(  # noqa: PLR0917 - Litestar injects by name
     request: Request[Any, Any, Any],
     account_id: AccountId,
@@ -155,10 +158,11 @@ async def create_order(  # noqa: PLR0917 - Litestar injects by name
     principal: CurrentPrincipal,
     db: DbSession,
     links: Links,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> Response[OrderResponse]:
     """Validate against the broker's rules, store, send, and return the order once the broker answered
     (or after two seconds, as it stands). 201 for a new order, 200 when ``client_order_id`` repeats
-    an identical earlier request."""
+    an identical earlier request. With an ``Idempotency-Key``, a retry gets the first response again."""
     account = await _account(db, principal, account_id)
     connection = await ConnectionRepository(db).get_by_id(account.connection_id)
     if connection is None or connection.status == ConnectionState.REVOKED:
@@ -178,7 +182,7 @@ async def create_order(  # noqa: PLR0917 - Litestar injects by name
     return Response(OrderResponse.of(order), status_code=201 if created else 200)
 
 
-@get("/{account_id:str}/fills", summary="Fills of an account")
+@get("/{account_id:str}/fills", summary="Fills of an account", opt=needs("orders:read"))
 async def list_fills(
     account_id: AccountId,
     principal: CurrentPrincipal,
@@ -192,7 +196,7 @@ async def list_fills(
     return FillList(data=[FillResponse.of(f) for f in page.items], next_after=page.next_after)
 
 
-@get("/{order_id:str}", summary="Get an order")
+@get("/{order_id:str}", summary="Get an order", opt=needs("orders:read"))
 async def get_order(order_id: OrderId, principal: CurrentPrincipal, db: DbSession) -> OrderResponse:
     """One order. 404 if it does not exist or is not the user's."""
     order = await OrderRepository(db).get_for_user(principal.user_id, order_id)
@@ -201,7 +205,7 @@ async def get_order(order_id: OrderId, principal: CurrentPrincipal, db: DbSessio
     return OrderResponse.of(order)
 
 
-@delete("/{order_id:str}", summary="Cancel an order", status_code=200)
+@delete("/{order_id:str}", summary="Cancel an order", status_code=200, opt=needs("orders:write"))
 async def delete_order(
     request: Request[Any, Any, Any], order_id: OrderId, principal: CurrentPrincipal, db: DbSession, links: Links
 ) -> OrderResponse:

@@ -4,7 +4,8 @@
 URL a server-side request an admin chooses, so it must not reach inside the network
 (SECURITY.md item 30): ``https`` only, no credentials in the URL, and no host that resolves to a
 loopback, private, link-local, multicast or reserved address. The check runs when the webhook is
-created and again before each delivery (a name may be re-pointed after it was accepted).
+created and again before each delivery (a name may be re-pointed after it was accepted); the
+check itself is :mod:`brokerlink.security.outbound`'s, shared with client ``jwks_uri`` fetches.
 ``alert_webhook_allow_loopback`` (tests) admits ``http`` to loopback hosts, and nothing more.
 
 **Signing** follows Standard Webhooks: the secret is ``whsec_`` + base64 of 32 random bytes;
@@ -20,132 +21,41 @@ an internal address would get around the target check).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import ipaddress
-import os
 import random
-import socket
-from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 
 from brokerlink.brokers.backoff import Backoff
+from brokerlink.engine.webhooks.signing import SECRET_PREFIX, new_secret, sign, signed_headers, verify
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import InvalidInput
 from brokerlink.logs import get_logger
+from brokerlink.security.outbound import Resolver, check_public_url, resolve
 from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
 from brokerlink.store.models_alerts import DeliveryStatus
 from brokerlink.store.repositories.alerts import AlertDeliveryRepository, AlertWebhook
 
+__all__ = [
+    "SECRET_PREFIX",
+    "SECRET_PURPOSE",
+    "Resolver",
+    "RetryPolicy",
+    "WebhookSender",
+    "check_url",
+    "new_secret",
+    "resolve",
+    "sign",
+    "signed_headers",
+    "verify",
+]
+
 _log = get_logger("brokerlink.engine.alerts.webhooks")
 
 SECRET_PURPOSE = "alert_webhook_secret"  # noqa: S105 - a vault purpose label, not a secret
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
-MAX_URL = 2048
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-"""Host name and port to the addresses they resolve to (swappable in tests)."""
-
-
-async def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (the system resolver, off the event loop)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
-
-
-async def check_url(url: str, *, allow_loopback: bool, resolver: Resolver = resolve) -> str:
-    """``url`` if it is an acceptable webhook target (module docstring), else :class:`InvalidInput`."""
-
-    def refuse(why: str) -> InvalidInput:
-        return InvalidInput(f"url: {why}", extra={"field": "url"})
-
-    if len(url) > MAX_URL:
-        raise refuse(f"longer than {MAX_URL} characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise refuse("not a valid URL") from None
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise refuse("has no host")
-    if parts.username is not None or parts.password is not None:
-        raise refuse("must not carry credentials")
-    if parts.fragment:
-        raise refuse("must not have a fragment")
-    loopback_name = host in LOOPBACK_HOSTS or host.endswith(".localhost")
-    if loopback_name and not allow_loopback:
-        raise refuse(f"host {host!r} is a loopback address")
-    if parts.scheme != "https" and not (parts.scheme == "http" and allow_loopback and loopback_name):
-        raise refuse("must use https")
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        try:
-            found = await resolver(host, port or (443 if parts.scheme == "https" else 80))
-        except OSError:
-            raise refuse(f"host {host!r} does not resolve") from None
-        addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in found]
-    why = _refused_address(host, addresses, allow_loopback=allow_loopback)
-    if why is not None:
-        raise refuse(why)
-    return url
-
-
-def _refused_address(
-    host: str, addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address], *, allow_loopback: bool
-) -> str | None:
-    """Why ``host`` (resolving to ``addresses``) may not be called, or None when it may."""
-    if not addresses:
-        return f"host {host!r} does not resolve"
-    for address in addresses:
-        if address.is_loopback:
-            if not allow_loopback:
-                return f"host {host!r} is a loopback address"
-        elif not address.is_global or address.is_multicast or address.is_reserved:
-            # is_global is False for private, link-local, shared (CGNAT), documentation and unspecified ranges.
-            return f"host {host!r} resolves to a non-public address ({address})"
-    return None
-
-
-def new_secret() -> str:
-    """A fresh signing secret in the Standard Webhooks form, ``whsec_<base64>``."""
-    return SECRET_PREFIX + base64.b64encode(os.urandom(32)).decode()
-
-
-def _key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-
-
-def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``."""
-    mac = hmac.new(_key(secret), f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256)
-    return "v1," + base64.b64encode(mac.digest()).decode()
-
-
-def signed_headers(secret: str, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The headers of one delivery attempt."""
-    return {
-        "content-type": "application/json",
-        "webhook-id": message_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, message_id, timestamp, body),
-    }
-
-
-def verify(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
-    """Whether a received delivery is signed with ``secret`` (what a receiver does; used by the tests)."""
-    try:
-        expected = sign(secret, headers["webhook-id"], int(headers["webhook-timestamp"]), body)
-    except (KeyError, ValueError):
-        return False
-    return any(hmac.compare_digest(expected, given) for given in headers.get("webhook-signature", "").split())
+check_url = check_public_url
+"""The target check (:func:`brokerlink.security.outbound.check_public_url`), under its historical name."""
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -59,6 +59,10 @@ async def settle(
         if not order.status.is_terminal:
             await session.commit()
             return False
+        if intent.action.is_protective:
+            await _settle_protective(session, intent, order, now=now)
+            await session.commit()
+            return True
         refused = False
         if order.status is OrderStatus.FILLED:
             slip = await _slippage(session, intent, order)
@@ -105,9 +109,46 @@ async def end(database: Database, clock: Clock, intent: CopyIntent, status: Inte
                 detail=reason, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
             )
         )  # fmt: skip
-        if refused:
+        if refused and not intent.action.is_protective:  # a refused stop does not pause the symbol's opens
             await rejects.record_reject(session, intent, reason, now=now)
         await session.commit()
+
+
+async def _settle_protective(session: AsyncSession, intent: CopyIntent, order: Order, *, now: datetime) -> None:
+    """A follower's stop-loss or take-profit ended (ADR 0027). What it filled is what the follower no
+    longer holds in the link: the link shrinks by it (closed at zero), so the provider's own close,
+    mirrored after, finds nothing left to close. A cancellation is routine (a new revision, a close
+    first) and shows no event; a fill and a refusal do."""
+    intents = CopyIntentRepository(session)
+    label = intent.action.value.replace("_", "-")
+    if order.status is OrderStatus.FILLED:
+        moved = await intents.mark_filled(intent.id, now=now, order_id=order.id)
+        fill = f"{order.side.value} {order.filled_qty} {order.symbol} at {order.avg_fill_price}"
+        event = (CopyEventKind.COPIED, f"{intent.action.value}_filled", f"{label}: {fill}")
+    elif order.status is OrderStatus.REJECTED:
+        moved = await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
+        event = (CopyEventKind.REJECTED, "broker_rejected", f"{label}: {order.reject_reason or 'rejected'}")
+    else:
+        moved = await intents.mark_canceled(intent.id, now=now, reason=order.status.value)
+        event = None
+    if not moved:
+        return  # settled before (bus and sweep): the link moved once
+    if order.filled_qty > 0 and intent.link_id is not None:
+        links = CopyLinkRepository(session)
+        link = await links.get_by_id(intent.link_id)
+        if link is not None and link.status is LinkStatus.OPEN:
+            left = max(Decimal(0), link.qty - order.filled_qty)
+            await links.set_qty(link.id, left, now=now)
+            if left == 0:
+                await links.close(link.id, now=now)
+    if event is not None:
+        kind, reason, detail = event
+        await CopyEventRepository(session).add(
+            CopyEvent(
+                id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=reason,
+                detail=detail, intent_id=intent.id, created_at=now,
+            )
+        )  # fmt: skip
 
 
 async def _correct_link(

@@ -61,6 +61,14 @@ class SkipReason(StrEnum):
     COPY_STOP_LOSS = "copy_stop_loss"
     DRAWDOWN_GUARD = "drawdown_guard"
 
+    # SL/TP mirroring (ADR 0027).
+    NO_STOP_ORDERS = "no_stop_orders"
+    """The follower's broker takes no stop orders: the provider's stop-loss is not mirrored."""
+    NO_LIMIT_ORDERS = "no_limit_orders"
+    """The follower's broker takes no limit orders: the provider's take-profit is not mirrored."""
+    PROTECTION_UNKNOWN_INSTRUMENT = "protection_unknown_instrument"
+    """The follower's instrument (its tick and step) is not known now: protective orders wait for it."""
+
 
 class Skip(msgspec.Struct, frozen=True, kw_only=True):
     """A copy that was not made: the reason (for machines) and a detail (for the follower)."""

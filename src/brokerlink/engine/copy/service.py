@@ -52,17 +52,17 @@ from brokerlink.domain.copy import (
     Strategy,
     Subscription,
 )
-from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
+from brokerlink.domain.enums import ConnectionState, OrderStatus, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
 from brokerlink.domain.models import Fill, Order, Position, Quote
 from brokerlink.engine.audit import COPY_ENGINE, Stamp
-from brokerlink.engine.copy import joining, outcomes, rejects
+from brokerlink.engine.copy import joining, outcomes, protect, rejects
 from brokerlink.engine.copy.guards import period_start
 from brokerlink.engine.copy.ids import copy_client_order_id
 from brokerlink.engine.copy.planner import Follower, Plan, PlannedOrder, QuoteOf, Signal, plan_follower
 from brokerlink.engine.copy.reasons import Skip, SkipReason
 from brokerlink.engine.copy.reconcile import Report, reconcile
-from brokerlink.engine.copy.settings import CopySettings, decode_settings
+from brokerlink.engine.copy.settings import CopySettings, SizingMode, decode_settings
 from brokerlink.engine.copy.symbols import SymbolIndex
 from brokerlink.engine.copy.watchdog import StallWatchdog
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
@@ -130,6 +130,7 @@ class CopyEngine:
         self.stale_after = timedelta(seconds=stale_after_s)
         self.retry_every_s = retry_every_s
         self.ack_wait_s = ack_wait_s
+        self._protected_links: set[str] | None = None
         self.connect_wait_s = connect_wait_s
         self.reconcile_every_s = reconcile_every_s
         self.reconcile_repair = reconcile_repair
@@ -201,12 +202,14 @@ class CopyEngine:
                 await asyncio.sleep(self.retry_every_s)
                 continue
             accounts: set[str] = set()
+            orders_moved = False
             for message in messages:
                 try:
                     event = decode_event(message.payload)
                 except InvalidInput:
                     continue
                 if isinstance(event, OrderEvent):
+                    orders_moved = True
                     if event.client_order_id.startswith(COPY_PREFIX):
                         self._answered(event.client_order_id)
                         await self.settle(event.account_id, event.client_order_id)
@@ -214,6 +217,11 @@ class CopyEngine:
                         accounts.add(event.account_id)
             for account_id in accounts:
                 await self.scan_account(account_id)
+            if orders_moved:  # a provider's stop or limit, or a follower's protective order, may have moved
+                try:
+                    await self.sync_protection()
+                except Exception:  # noqa: BLE001 - the bus must outlive a bug in mirroring; the retry round redoes it
+                    _log.exception("copy_protection_sync_failed")
             if messages:
                 await consumer.ack(*messages)
 
@@ -223,6 +231,7 @@ class CopyEngine:
             await asyncio.sleep(self.retry_every_s)
             try:
                 await self.scan_all()
+                await self.sync_protection()
                 await self.dispatch_pending()
                 await self.settle_open()
             except BrokerlinkError as exc:
@@ -289,6 +298,30 @@ class CopyEngine:
             strategies = await StrategyRepository(session).list_active()
         for account_id in {s.account_id for s in strategies}:
             await self.scan_account(account_id)
+
+    async def protected_links(self) -> set[str]:
+        """The links that have (or had) protective intents: loaded once, then grown by
+        :func:`~brokerlink.engine.copy.protect.sync_strategy` before it commits a new one. A reduce or
+        close of any other link needs no protective check, which keeps that read off the fan-out."""
+        if self._protected_links is None:
+            async with self.database.session() as session:
+                self._protected_links = await CopyIntentRepository(session).links_with_protective()
+        return self._protected_links
+
+    async def sync_protection(self, strategy_id: str | None = None) -> list[CopyIntent]:
+        """Mirror the providers' stop-losses and take-profits onto the followers' links (ADR 0027), under
+        each strategy's lock (no fill is consumed meanwhile), then dispatch what it wrote."""
+        async with self.database.session() as session:
+            strategies = await StrategyRepository(session).list_active()
+        intents: list[CopyIntent] = []
+        for strategy in strategies:
+            if strategy_id is not None and strategy.id != strategy_id:
+                continue
+            lock = self._strategy_locks.setdefault(strategy.id, asyncio.Lock())
+            async with lock:
+                intents += await protect.sync_strategy(self, strategy)
+        self.dispatch(intents)
+        return intents
 
     async def scan_account(self, account_id: str) -> list[CopyIntent]:
         """Consume the unconsumed fills of every active strategy backed by ``account_id``, then dispatch."""
@@ -388,6 +421,11 @@ class CopyEngine:
         balances = BalanceRepository(session)
         holdings = await self._holdings(session, [strategy.account_id], subscriptions)
         provider_equity = holdings.equities.get(strategy.account_id)
+        stop_loss = None
+        if any(self.settings_of(s).sizing is SizingMode.RISK_PERCENT for s in subscriptions):
+            stop_loss = await protect.provider_stop_loss(
+                session, strategy, signal.symbol, signal.provider_position_after, signal.price
+            )
         planned = Signal(
             trade_id=signal.provider_trade_id,
             symbol=signal.symbol,
@@ -397,6 +435,7 @@ class CopyEngine:
             before=signal.provider_position_before,
             after=signal.provider_position_after,
             provider_equity=provider_equity,
+            stop_loss=stop_loss,
         )
         intents: list[CopyIntent] = []
         events: list[CopyEvent] = []
@@ -683,6 +722,9 @@ class CopyEngine:
     async def _dispatch(self, intent: CopyIntent) -> None:
         prepared = self._prepared.pop(intent.id, None)  # stored with the intent; sent as is
         now = self.clock.now()
+        if intent.action.is_protective:
+            await self._dispatch_protective(intent)
+            return
         if now - intent.created_at > self.stale_after and not await self._catch_up(intent):
             await self._end(intent, IntentStatus.FAILED, "not sent in time (an outage): no catch-up trades")
             return
@@ -690,6 +732,10 @@ class CopyEngine:
             if await self._revoked(intent.follower_account_id):
                 await self._end(intent, IntentStatus.FAILED, "cancelled, not sent: the broker link was revoked")
             return  # stays pending: the retry loop sends it once the follower's connection is back
+        guarded = await self._close_first(intent, prepared)
+        if guarded is None:
+            return
+        intent, prepared = guarded
         received = self._received.pop(intent.id, None)
         engine_us = None if received is None else int((time.perf_counter() - received) * 1_000_000)
         sent = time.perf_counter()
@@ -730,6 +776,61 @@ class CopyEngine:
                     )
                 await session.commit()
             await self.settle(intent.follower_account_id, intent.client_order_id)
+
+    async def _close_first(self, intent: CopyIntent, prepared: Order | None) -> tuple[CopyIntent, Order | None] | None:
+        """A reduce or close waits for its link's protective orders to be over, and never closes more
+        than the follower still holds (:func:`~brokerlink.engine.copy.protect.guard_close`). None: not now."""
+        if intent.action not in (IntentAction.REDUCE, IntentAction.CLOSE):
+            return intent, prepared
+        guarded = await protect.guard_close(self, intent, prepared)
+        if guarded is None and prepared is not None:
+            self._prepared[intent.id] = prepared  # held: the next round sends it the fast way
+        return guarded
+
+    async def _dispatch_protective(self, intent: CopyIntent) -> None:
+        """Place a stop-loss or take-profit revision: only while it is still wanted, and only once the
+        link's older revisions of it are over at the venue (ADR 0027). Never stale: it mirrors the
+        current state, checked right here, so it is as good late as early."""
+        if not self.links.is_live(intent.follower_account_id):
+            return  # stays pending: sent once the follower is back
+        why_not = await protect.still_wanted(self, intent)
+        if why_not is not None:
+            await self.end_canceled(intent, why_not)
+            return
+        if not await protect.cancel_protective(
+            self, await protect.older_revisions(self, intent), wait_s=self.ack_wait_s
+        ):
+            return  # an older revision still works: the next round tries again
+        try:
+            order, created = await place_order(
+                self.links,
+                intent.follower_account_id,
+                _ticket(intent),
+                ack_wait_s=0,
+                keep_unsent=True,
+                audit=_ENGINE_STAMP,
+            )
+            if not created and order.status is OrderStatus.PENDING_NEW:
+                order = await send_stored(self.links, order, ack_wait_s=0)  # a replay
+        except (InvalidInput, OrderRefused) as exc:
+            await self._end(intent, IntentStatus.REJECTED, str(exc))
+            return
+        except (BrokerError, Unavailable) as exc:
+            await self._requeue(intent, str(exc))
+            return
+        async with self.database.session() as session:
+            intents = CopyIntentRepository(session)
+            await intents.mark_sent(intent.id, now=self.clock.now(), order_id=order.id)
+            if order.status is not OrderStatus.PENDING_NEW:
+                await intents.mark_acknowledged(intent.id, now=self.clock.now(), order_id=order.id)
+            await session.commit()
+        await self.settle(intent.follower_account_id, intent.client_order_id)
+
+    async def end_canceled(self, intent: CopyIntent, reason: str) -> None:
+        """End an intent that is not sent because it is no longer wanted (no event: nothing was refused)."""
+        async with self.database.session() as session:
+            await CopyIntentRepository(session).mark_canceled(intent.id, now=self.clock.now(), reason=reason)
+            await session.commit()
 
     async def _revoked(self, account_id: str) -> bool:
         """Whether the account's broker link was revoked (or the account is gone): nothing more goes to it."""
@@ -829,9 +930,10 @@ def _ticket(intent: CopyIntent) -> OrderTicket:
         symbol=intent.symbol,
         side=intent.side,
         qty=intent.qty,
-        type=OrderType.LIMIT if intent.order_type is CopyOrderType.LIMIT else OrderType.MARKET,
+        type=protect.ticket_type(intent),
         tif=intent.tif,
-        limit_price=intent.limit_price,
+        limit_price=intent.limit_price if intent.order_type is CopyOrderType.LIMIT else None,
+        stop_price=intent.limit_price if intent.order_type is CopyOrderType.STOP else None,
         client_order_id=intent.client_order_id,
     )
 

@@ -215,9 +215,9 @@ class CopySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     # Lifecycle.
     on_subscribe: OnSubscribe = OnSubscribe.SKIP
     copy_sl_tp: bool = True
-    """Mirror the provider's stop-loss and take-profit onto the copies. Not acted on yet: the normalized
-    order model carries no SL/TP, so there is nothing to mirror (and ``risk_percent`` sizing, which needs
-    the provider's stop-loss, skips with ``no_stop_loss``)."""
+    """Mirror the provider's stop-loss and take-profit (its working closing-side stop and limit orders) onto
+    the copies as protective orders (ADR 0027). Switching it off cancels the mirrored ones. ``risk_percent``
+    sizing reads the provider's stop-loss either way."""
     on_provider_stall: StallAction = StallAction.WARN
     """What the stall watchdog (:mod:`~brokerlink.engine.copy.watchdog`) does once the provider's broker
     connection has been down past its action threshold; the warning before it is always given. The adapter

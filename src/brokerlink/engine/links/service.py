@@ -68,6 +68,8 @@ CREDENTIALS_PURPOSE = "broker_credentials"
 HOLDINGS_COALESCE_S = 0.05
 """Fills within this window share one re-read of positions and balance."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+CREDENTIAL_CHECK_S = 5.0
+"""How long the read-only credential check during a reconnect may take before it counts as an outage."""
 _STATE_OF_STREAM = {
     ConnectionState.CONNECTED: ConnectionState.CONNECTED,
     ConnectionState.CONNECTING: ConnectionState.CONNECTING,
@@ -397,6 +399,7 @@ class BrokerLinks:
                     raise
                 _log.warning("broker_credentials_refused", connection_id=connection_id)
                 await self._set_status(connection_id, ConnectionState.REVOKED)
+                await self._announce_revoked(connection_id, str(exc))
                 observe.broker_connection(
                     connection_id=connection_id, broker=live.broker if live else "", state="revoked"
                 )
@@ -468,6 +471,8 @@ class BrokerLinks:
                 observe.broker_connection(
                     connection_id=connection_id, broker=live.broker, state="connected" if up else "disconnected"
                 )
+                if not up:
+                    await self._check_credentials(live)
                 continue
             await self.apply(live, event)
 
@@ -512,6 +517,38 @@ class BrokerLinks:
                 _log.warning("holdings_refresh_failed", account_id=live.id, error=str(exc))
             if not live.refresh_again:
                 return
+
+    async def _check_credentials(self, live: LiveAccount) -> None:
+        """While an adapter reconnects, ask the broker one read-only question: a refusal of the
+        credentials (401/403, :class:`OrderRefused` ``auth``) means the holder revoked them at the
+        broker, which no reconnecting will fix; it propagates, and the link is revoked. Anything else
+        (the broker down, slow or rate limiting) is the outage the adapter is already riding out."""
+        try:
+            async with asyncio.timeout(CREDENTIAL_CHECK_S):
+                await live.adapter.balance()
+        except OrderRefused as exc:
+            if exc.reason is RefusalReason.AUTH:
+                raise
+        except (BrokerError, OSError, TimeoutError):
+            pass
+
+    async def _announce_revoked(self, connection_id: str, detail: str) -> None:
+        """Tell the account holder (their stream, their webhooks) that the broker refused the credentials:
+        the link is revoked, nothing more is sent to it, and re-linking is up to them."""
+        async with self.database.session() as session:
+            accounts = await AccountRepository(session).list_for_connection(connection_id)
+        now = self.clock.now()
+        for account in accounts:
+            event = ConnectionChanged(
+                account_id=account.id,
+                ts=now,
+                state=ConnectionState.REVOKED,
+                reason=f"the broker refused the stored credentials ({detail}); link the account again",
+            )
+            try:
+                await self.bus.publish(ACCOUNT_TOPIC, account.id, encode_event(event))
+            except Exception as exc:  # noqa: BLE001 - the store already says revoked; the news is best effort
+                _log.warning("revocation_not_announced", account_id=account.id, error=str(exc))
 
     async def _set_status(self, connection_id: str, status: ConnectionState) -> None:
         async with self.database.session() as session:

@@ -42,6 +42,21 @@ class CopyEventRepository:
             self.session, stmt, CopyEventRow.id, copy_event_from_row, limit=limit, after=after, descending=descending
         )
 
+    async def exists(self, subscription_id: str, *, kind: CopyEventKind, reason: str, detail: str) -> bool:
+        """Whether the subscription already has this exact event: a level-triggered check (SL/TP
+        mirroring runs again and again on the same state) records each skip once."""
+        stmt = (
+            select(CopyEventRow.id)
+            .where(
+                CopyEventRow.subscription_id == subscription_id,
+                CopyEventRow.kind == CopyEventKind(kind).value,
+                CopyEventRow.reason == reason,
+                CopyEventRow.detail == detail,
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
     async def count_by_reason(
         self, subscription_id: str, *, kind: CopyEventKind | None = None, since: datetime | None = None
     ) -> dict[str, int]:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from brokerlink.domain.copy import CopyIntent, IntentStatus, intent_sources
+from brokerlink.domain.copy import PROTECTIVE_ACTIONS, CopyIntent, IntentStatus, intent_sources
 from brokerlink.store.mapping import copy_intent_from_row, struct_values
 from brokerlink.store.models import CopyIntentRow
 from brokerlink.store.repositories._common import FRESH, Page, check_limit, fetch_page, insert_rows, rowcount
@@ -93,6 +93,48 @@ class CopyIntentRepository:
         return await fetch_page(
             self.session, stmt, CopyIntentRow.id, copy_intent_from_row, limit=limit, after=after, descending=descending
         )
+
+    async def list_for_links(self, link_ids: Sequence[str]) -> list[CopyIntent]:
+        """Every intent of these links, any status, oldest first: what SL/TP mirroring compares with
+        (each link's protective revisions, and trades still in flight)."""
+        if not link_ids:
+            return []
+        stmt = select(CopyIntentRow).where(CopyIntentRow.link_id.in_(list(link_ids))).order_by(CopyIntentRow.id)
+        return [copy_intent_from_row(r) for r in (await self.session.execute(stmt, execution_options=FRESH)).scalars()]
+
+    async def links_with_protective(self) -> set[str]:
+        """Every link that ever had a stop-loss or take-profit intent (the others need no protective check)."""
+        stmt = (
+            select(CopyIntentRow.link_id)
+            .where(CopyIntentRow.action.in_([a.value for a in PROTECTIVE_ACTIONS]), CopyIntentRow.link_id.is_not(None))
+            .distinct()
+        )
+        return {link_id for link_id in (await self.session.scalars(stmt)).all() if link_id is not None}
+
+    async def list_protective_open(self, subscription_ids: Sequence[str]) -> list[CopyIntent]:
+        """The subscriptions' stop-loss and take-profit intents without a final outcome (pending, sent,
+        acknowledged), oldest first: the protective orders that may still work at a follower's venue."""
+        if not subscription_ids:
+            return []
+        stmt = select(CopyIntentRow).where(
+            CopyIntentRow.subscription_id.in_(list(subscription_ids)),
+            CopyIntentRow.action.in_([a.value for a in PROTECTIVE_ACTIONS]),
+            CopyIntentRow.status.in_(
+                [IntentStatus.PENDING.value, IntentStatus.SENT.value, IntentStatus.ACKNOWLEDGED.value]
+            ),
+        )
+        return await self._list(stmt, 500)
+
+    async def set_pending_qty(self, intent_id: str, qty: Decimal, *, now: datetime) -> bool:
+        """Shrink a ``pending`` intent before it is sent (a close clamped to what the follower still
+        holds after its protective order filled). False if it is no longer pending."""
+        stmt = (
+            update(CopyIntentRow)
+            .where(CopyIntentRow.id == intent_id, CopyIntentRow.status == IntentStatus.PENDING.value)
+            .values(qty=qty, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return rowcount(await self.session.execute(stmt)) > 0
 
     async def mark_sent(
         self, intent_id: str, *, now: datetime, order_id: str | None = None, engine_us: int | None = None

@@ -84,6 +84,17 @@ class CopyLinkRepository:
         )
         return [copy_link_from_row(r) for r in (await self.session.execute(stmt, execution_options=FRESH)).scalars()]
 
+    async def list_open_for_subscriptions(self, subscription_ids: Sequence[str]) -> list[CopyLink]:
+        """The open links of these subscriptions, every symbol, oldest first (SL/TP mirroring's scope)."""
+        if not subscription_ids:
+            return []
+        stmt = (
+            select(CopyLinkRow)
+            .where(CopyLinkRow.subscription_id.in_(list(subscription_ids)), CopyLinkRow.status == _OPEN)
+            .order_by(CopyLinkRow.id)
+        )
+        return [copy_link_from_row(r) for r in (await self.session.execute(stmt, execution_options=FRESH)).scalars()]
+
     async def list_for_subscription(
         self, subscription_id: str, *, limit: int = 50, after: str | None = None, descending: bool = False
     ) -> Page[CopyLink]:

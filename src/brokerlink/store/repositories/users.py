@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.domain.enums import Role
 from brokerlink.kit.ids import new_id
 from brokerlink.store.models import UserRow
+from brokerlink.store.repositories._common import Page, fetch_page
 
 
 def normalize_email(email: str) -> str:
@@ -61,6 +62,12 @@ class UserRepository:
         """The user with this email (any letter case), or None."""
         stmt = select(UserRow).where(UserRow.email == normalize_email(email))
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list_page(self, *, limit: int, after: str | None) -> Page[UserRow]:
+        """Users oldest first, one cursor page (admin listing)."""
+        return await fetch_page(
+            self.session, select(UserRow), UserRow.id, lambda row: row, limit=limit, after=after, descending=False
+        )
 
     async def count(self) -> int:
         """How many users exist (e.g. to make the first one an admin)."""

@@ -200,6 +200,24 @@ async def step_market(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _json({"steps": step.steps})
 
 
+class RevokeKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /_control/keys/revoke``: the account holder revoked this API key at the broker."""
+
+    api_key: str
+
+
+@post("/keys/revoke", status_code=200)
+async def revoke_key(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Forget an API key, as a broker does when its holder revokes it: every request with it is refused
+    401 from now on, and open WebSockets are dropped (they reconnect, and are refused)."""
+    venue = _venue(request)
+    revoke = _decode(await request.body(), RevokeKey)
+    found = venue.gate.keys.pop(revoke.api_key, None) is not None
+    if found:
+        venue.hub.close_all(DROP_CLOSE_CODE, "connection dropped (API key revoked)")
+    return _json({"revoked": found})
+
+
 @post("/session/end", status_code=200)
 async def end_session(request: Request[Any, Any, Any]) -> Response[bytes]:
     """End the trading session now: every DAY order expires."""
@@ -208,4 +226,6 @@ async def end_session(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 def control_router() -> Router:
     """The ``/_control`` routes (mount only in test and demo mode)."""
-    return Router(path="/_control", route_handlers=[get_faults, set_faults, reset_faults, step_market, end_session])
+    return Router(
+        path="/_control", route_handlers=[get_faults, set_faults, reset_faults, step_market, end_session, revoke_key]
+    )
