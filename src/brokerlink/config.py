@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Seconds between equity snapshots of every account and subscription."
     )
 
-    # --- issue 5: authorization server (H5a) ---
+    # --- OAuth authorization server (ADR 0023) ---
     oauth_issuer: str | None = Field(
         default=None,
         description="The authorization server's issuer URL (no trailing slash); default http://{host}:{port}.",
@@ -248,7 +248,7 @@ class Settings(BaseSettings):
     oauth_jwks_allow_loopback: bool = Field(
         default=False, description="Tests only: fetch client jwks_uri from http:// loopback hosts."
     )
-    # --- issue 5: consents and client registration (H5b) ---
+    # --- consents and client registration (ADR 0024) ---
     oauth_consent_days: int = Field(
         default=90, ge=1, le=3650, description="An approved consent lasts this many days, then expires."
     )
@@ -262,7 +262,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Hosts whose jwks_uri is accepted whatever addresses they resolve to (https still required).",
     )
-    # --- issue 5: resource server, roles, WebSocket (H5c) ---
+    # --- resource server and the stream (ADR 0025) ---
     resource_origin: str | None = Field(
         default=None,
         description="Public origin (scheme://host[:port]) DPoP proofs' htu is checked against; "
@@ -278,7 +278,7 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=10, description="Seconds a looked-up access token is kept in memory (0: no cache)."
     )
     resource_token_cache_size: int = Field(default=10_000, ge=1, description="Access tokens kept in memory at most.")
-    # --- issue 5: idempotency, CORS (H5d) ---
+    # --- idempotency keys and CORS (ADR 0026) ---
     idempotency_ttl_seconds: int = Field(
         default=86_400, ge=60, description="How long an Idempotency-Key and its first response are kept (ADR 0026)."
     )
@@ -307,7 +307,7 @@ class Settings(BaseSettings):
             checked.append(f"{scheme.lower()}://{rest.lower()}")
         return checked
 
-    # --- issue 8: webhooks ---
+    # --- user webhooks (ADR 0028) ---
     webhook_allowed_hosts: list[str] = Field(
         default_factory=list,
         description="Host names or CIDR networks a user webhook may target although they are not public "
@@ -327,7 +327,7 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="Seconds between scans for due webhook deliveries and new copy events."
     )
     webhook_max_endpoints: int = Field(default=20, ge=1, le=1000, description="Webhook endpoints per user at most.")
-    # --- issue 7: real brokers ---
+    # --- broker endpoints (docs/brokers.md) ---
     broker_hosts: list[str] = Field(
         default=[
             "paper-api.alpaca.markets",

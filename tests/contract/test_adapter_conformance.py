@@ -33,6 +33,9 @@ from brokerlink.brokers.base import (
 from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import ConnectionChanged, DomainEvent, OrderAccepted, OrderCanceled, OrderFilled
 from tests.contract.harness import ALL_FAULTS, FAULTS, VenueFactory, VenueHarness, sim_venue
+from tests.contract.harness_alpaca import alpaca_venue
+from tests.contract.harness_ccxt import ccxt_venue
+from tests.contract.harness_oanda import oanda_venue
 
 pytestmark = pytest.mark.e2e
 _ids = itertools.count(1)
@@ -82,25 +85,8 @@ class EventLog:
                 await self._task
 
 
-def _venues() -> dict[str, VenueFactory]:
-    """Every venue the suite runs against, by broker kind (issue 7's join here, one line each)."""
-    venues: dict[str, VenueFactory] = {"sim": sim_venue}
-    # VENUE alpaca (issue 7)
-    from tests.contract.harness_alpaca import alpaca_venue
-
-    venues["alpaca"] = alpaca_venue
-    # VENUE oanda (issue 7)
-    from tests.contract.harness_oanda import oanda_venue
-
-    venues["oanda"] = oanda_venue
-    # VENUE ccxt (issue 7)
-    from tests.contract.harness_ccxt import ccxt_venue
-
-    venues["ccxt"] = ccxt_venue
-    return venues
-
-
-VENUES = _venues()
+VENUES: dict[str, VenueFactory] = {"sim": sim_venue, "alpaca": alpaca_venue, "oanda": oanda_venue, "ccxt": ccxt_venue}
+"""Every venue the suite runs against, by broker kind (a new adapter's harness joins here)."""
 
 
 @pytest.fixture(params=sorted(VENUES))

@@ -49,7 +49,7 @@ from brokerlink.api.ledger.fees import FEE_ROUTERS
 from brokerlink.api.ledger.routes import account_ledger_router, ledger_router
 from brokerlink.api.ledger.stats import stats_router
 from brokerlink.api.metrics import metrics
-from brokerlink.api.oauth.routes import oauth_routes  # issue 5 H5a
+from brokerlink.api.oauth.routes import oauth_routes
 from brokerlink.api.openapi import openapi_document
 from brokerlink.api.problems import EXCEPTION_HANDLERS
 from brokerlink.api.ratelimit import RateLimiter, RateLimitMiddleware
@@ -164,15 +164,10 @@ def create_app(
             *FEE_ROUTERS,
             stats_router,
             *discover_routes,
-            # V1 ROUTES issue 5 H5a (authorization server)
-            # V1 ROUTES issue 5 H5b (consents, clients)
             consents_router,
             admin_clients_router,
-            # V1 ROUTES issue 5 H5c (stream)
             public_stream_route,
             admin_users_router,
-            # V1 ROUTES issue 5 H5d
-            # V1 ROUTES issue 8 webhooks
             webhooks_router,
         ],
         before_request=require_json_body,
@@ -185,9 +180,7 @@ def create_app(
             metrics,
             v1,
             *web_routes,
-            # APP ROUTES issue 5 H5a (/.well-known, /oauth/*)
             oauth_routes,
-            # APP ROUTES issue 5 H5b (/authorize, consent pages)
             *consent_pages,
             create_static_files_router(
                 path="/static", directories=[WEB_DIR / "static"], opt={"exclude_from_auth": True}

@@ -100,11 +100,11 @@ async def start_services(  # noqa: PLR0915 - one short block per service
     state.stats_sampler = sampler
     sampler.start()
     stops.append(sampler.stop)
-    # SERVICES issue 5 H5a (authorization server: signing key, client-assertion replay store)
+    # The authorization server: signing key, client-assertion replay store.
     oauth = AuthorizationRuntime(settings, clock)
     state.oauth = oauth
     stops.append(oauth.close)
-    # SERVICES issue 5 H5c (resource server: token cache, revocation follower, stream connections)
+    # The resource server: token cache, revocation follower, stream connections.
     resource = ResourceServer.from_settings(settings, clock)
     state[RESOURCE_STATE_KEY] = resource
     stops.append(resource.close)
@@ -118,7 +118,7 @@ async def start_services(  # noqa: PLR0915 - one short block per service
     state.revocations = revocations
     await revocations.start()
     stops.append(revocations.stop)
-    # SERVICES issue 8 webhooks
+    # User webhooks.
     webhooks = WebhookService(database, bus, vault, clock, settings)
     state[WEBHOOKS_STATE_KEY] = webhooks
     await webhooks.start()

@@ -418,11 +418,8 @@ _registry: dict[str, AdapterFactory] = {}
 _credential_fields: dict[str, tuple[str, ...]] = {}
 BUILTIN_ADAPTERS = (
     "brokerlink.brokers.sim.adapter",
-    # BUILTIN alpaca (issue 7)
     "brokerlink.brokers.alpaca.adapter",
-    # BUILTIN oanda (issue 7)
     "brokerlink.brokers.oanda.adapter",
-    # BUILTIN ccxt (issue 7)
     "brokerlink.brokers.ccxt.adapter",
 )
 """Modules that register the adapters shipped with brokerlink; imported on first use of the registry."""

@@ -1,11 +1,14 @@
 """A broker revoking the credentials of a linked account (issue 7; SECURITY.md 25): the holder
 revokes the API key at the broker while brokerlink is connected. The link is marked revoked, no
 order goes to it any more, and the account holder is told on the account's event stream (which
-feeds their WebSocket and webhooks)."""
+feeds their WebSocket and webhooks). A refusal that passes is not a revocation: that case is
+tests/engine/links/test_links_faults.py's degrade-and-recover under clock skew, whose signed
+requests are refused while the clock is off."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import httpx
@@ -16,17 +19,29 @@ from brokerlink.domain.enums import ConnectionState, Side
 from brokerlink.domain.events import ConnectionChanged, decode_event
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
 from brokerlink.engine.links.orders import OrderTicket, place_order
+from brokerlink.engine.links.service import BrokerLinks
+from brokerlink.kit.clock import SystemClock
 from brokerlink.kit.errors import Unavailable
+from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
 from brokerlink.store.repositories.connections import ConnectionRepository
 from tests.contract.harness import SimHarness
-from tests.links_fixtures import API_KEY, LinksFactory, new_link
+from tests.links_fixtures import API_KEY, new_link
+
+
+@pytest.fixture
+async def links(database: Database, bus: MemoryEventBus, vault: Vault) -> AsyncIterator[BrokerLinks]:
+    """A links service that revokes after two refusals in a row over 0.2 s (the default: 3 over 30 s)."""
+    service = BrokerLinks(
+        database, bus, vault, SystemClock(), retry_max_s=0.2, revoke_after_refusals=2, revoke_after_s=0.2
+    )
+    yield service
+    await service.stop()
 
 
 async def test_a_key_revoked_at_the_broker_revokes_the_link_stops_orders_and_tells_the_holder(
-    make_links: LinksFactory, database: Database, bus: MemoryEventBus, venue: SimHarness, user_id: str
+    links: BrokerLinks, database: Database, bus: MemoryEventBus, venue: SimHarness, user_id: str
 ) -> None:
-    links = make_links()
     account = await links.link(user_id, new_link(venue))
     consumer = bus.consumer(ACCOUNT_TOPIC, "test-holder", "t1", start="latest")
     await consumer.read(max_count=1)  # the group exists from here on: later events reach it

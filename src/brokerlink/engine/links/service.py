@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import msgspec
@@ -121,10 +121,20 @@ class BrokerLinks:
         allowed_hosts: frozenset[str] = LOOPBACK_HOSTS,
         retry_max_s: float = 30.0,
         fill_horizon_days: int = 0,
+        revoke_after_refusals: int = 3,
+        revoke_after_s: float = 30.0,
     ) -> None:
         """``fill_horizon_days``: after a reconnect, venue fills older than this are not caught up
-        (0: all). Set to the order-history retention, so a purged fill is not stored again as new."""
+        (0: all). Set to the order-history retention, so a purged fill is not stored again as new.
+
+        ``revoke_after_refusals`` / ``revoke_after_s``: a link is revoked once the broker refused its
+        credentials that many times in a row during reconnects, over at least that long: a refusal
+        that passes (a signed request outside the receive window while a clock is off) is not a
+        revocation."""
         self.fill_horizon_days = fill_horizon_days
+        self.revoke_after_refusals = revoke_after_refusals
+        self.revoke_after_s = revoke_after_s
+        self._refused_since: dict[str, tuple[int, datetime]] = {}  # connection id -> (refusals in a row, first)
         self.database = database
         self.bus = bus
         self.vault = vault
@@ -471,8 +481,10 @@ class BrokerLinks:
                 observe.broker_connection(
                     connection_id=connection_id, broker=live.broker, state="connected" if up else "disconnected"
                 )
-                if not up:
-                    await self._check_credentials(live)
+                if up:
+                    self._refused_since.pop(connection_id, None)
+                else:
+                    await self._check_credentials(connection_id, live)
                 continue
             await self.apply(live, event)
 
@@ -518,19 +530,30 @@ class BrokerLinks:
             if not live.refresh_again:
                 return
 
-    async def _check_credentials(self, live: LiveAccount) -> None:
-        """While an adapter reconnects, ask the broker one read-only question: a refusal of the
-        credentials (401/403, :class:`OrderRefused` ``auth``) means the holder revoked them at the
-        broker, which no reconnecting will fix; it propagates, and the link is revoked. Anything else
-        (the broker down, slow or rate limiting) is the outage the adapter is already riding out."""
+    async def _check_credentials(self, connection_id: str, live: LiveAccount) -> None:
+        """While an adapter reconnects, ask the broker one read-only question. Refusals of the
+        credentials (401/403, :class:`OrderRefused` ``auth``) that persist - ``revoke_after_refusals``
+        in a row over at least ``revoke_after_s`` - mean the holder revoked them at the broker, which
+        no reconnecting will fix: the refusal propagates, and the link is revoked. An answer clears
+        the count; anything else (the broker down, slow or rate limiting) is the outage the adapter
+        is already riding out."""
         try:
             async with asyncio.timeout(CREDENTIAL_CHECK_S):
                 await live.adapter.balance()
         except OrderRefused as exc:
-            if exc.reason is RefusalReason.AUTH:
+            if exc.reason is not RefusalReason.AUTH:
+                return
+            now = self.clock.now()
+            count, first = self._refused_since.get(connection_id, (0, now))
+            self._refused_since[connection_id] = (count + 1, first)
+            persisted = (now - first).total_seconds() >= self.revoke_after_s
+            if count + 1 >= self.revoke_after_refusals and persisted:
+                self._refused_since.pop(connection_id, None)
                 raise
         except (BrokerError, OSError, TimeoutError):
-            pass
+            return
+        else:
+            self._refused_since.pop(connection_id, None)
 
     async def _announce_revoked(self, connection_id: str, detail: str) -> None:
         """Tell the account holder (their stream, their webhooks) that the broker refused the credentials:

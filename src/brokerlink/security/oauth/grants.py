@@ -202,8 +202,11 @@ class CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
         super().__init__(request, server)
         self.register_hook("after_validate_token_request", _check_code_binding)
 
-    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
-        raise NotImplementedError("codes are issued when the user approves the consent (H5b), not here")
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:  # noqa: ARG002 - Authlib's hook
+        """Never reached: this server does not run Authlib's authorization endpoint. Codes are issued
+        when the user approves a consent (:mod:`brokerlink.security.oauth.consents`); this grant only
+        redeems them at the token endpoint."""
+        raise RuntimeError("authorization codes are issued by the consent flow, never by this grant")
 
     def query_authorization_code(self, code: str, client: ClientMixin) -> AuthCode | None:  # noqa: ARG002 - loaded by hash
         exchange = current()
