@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Literal
 
 import msgspec
 import typer
 from rich.console import Console
 
+from brokerlink.cli.venue_serving import check_log_level, serve_on_loopback
+
 sim_app = typer.Typer(help="The built-in sim broker venue.", no_args_is_help=True)
 console = Console()
 
 SetName = Literal["fx", "equities", "crypto"]
-
-
-def _exit_after_graceful_shutdown(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(0)
 
 
 @sim_app.command()
@@ -31,13 +27,9 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the sim venue (REST under /api/v1, WebSocket at /ws) until SIGINT or SIGTERM."""
-    import uvicorn
-
     from brokerlink.brokers.sim.venue import VenueConfig, create_venue_app
 
-    if log_level not in {"debug", "info", "warning", "error"}:
-        console.print(f"[red]error:[/] --log-level must be debug, info, warning or error, not {log_level!r}")
-        raise typer.Exit(code=2)
+    check_log_level(console, log_level)
     try:
         venue_config = VenueConfig.load(config) if config else VenueConfig()
         changes: dict[str, object] = {}
@@ -57,16 +49,4 @@ def serve(  # noqa: PLR0917 - one parameter per command-line option
     console.print(
         f"sim venue ({set_name}, seed {venue_config.seed}, mode {venue_config.mode}) on http://127.0.0.1:{port}"
     )
-    # Uvicorn drains and runs the lifespan shutdown on SIGINT/SIGTERM, then re-raises the signal to the
-    # handler installed before it: make that a clean exit.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_after_graceful_shutdown)
-    uvicorn.run(
-        create_venue_app(venue_config),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        log_level=log_level,
-    )
+    serve_on_loopback(create_venue_app(venue_config), port=port, log_level=log_level)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import msgspec
 import typer
 from rich.console import Console
 
+from brokerlink.cli.venue_serving import check_log_level, serve_on_loopback
+
 venue_alpaca_app = typer.Typer(help="The Alpaca test venue.", no_args_is_help=True)
 console = Console()
-
-
-def _exit_after_graceful_shutdown(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(0)
 
 
 @venue_alpaca_app.command()
@@ -27,14 +23,10 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the Trading API v2, /stream and the market data paths and streams until SIGINT or SIGTERM."""
-    import uvicorn
-
     from brokerlink.brokers.alpaca.venue import create_alpaca_venue_app, default_config
     from brokerlink.brokers.sim.venue.config import VenueConfig
 
-    if log_level not in {"debug", "info", "warning", "error"}:
-        console.print(f"[red]error:[/] --log-level must be debug, info, warning or error, not {log_level!r}")
-        raise typer.Exit(code=2)
+    check_log_level(console, log_level)
     if mode not in {"normal", "test", "demo"}:
         console.print(f"[red]error:[/] --mode must be normal, test or demo, not {mode!r}")
         raise typer.Exit(code=2)
@@ -47,14 +39,4 @@ def serve(
     console.print(f"Alpaca test venue (mode {venue_config.mode}) on http://127.0.0.1:{port}")
     for account in venue_config.accounts:
         console.print(f"  account {account.account_id} ({account.currency}), key id {account.api_key}")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_after_graceful_shutdown)
-    uvicorn.run(
-        create_alpaca_venue_app(venue_config),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        log_level=log_level,
-    )
+    serve_on_loopback(create_alpaca_venue_app(venue_config), port=port, log_level=log_level)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import msgspec
 import typer
 from rich.console import Console
 
+from brokerlink.cli.venue_serving import check_log_level, serve_on_loopback
+
 venue_binance_app = typer.Typer(help="The Binance spot test venue (for the ccxt adapter).", no_args_is_help=True)
 console = Console()
-
-
-def _exit_after_graceful_shutdown(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(0)
 
 
 @venue_binance_app.command()
@@ -30,14 +26,10 @@ def serve(
 
     Point ccxt at it with the ccxt adapter's base URL (``http://127.0.0.1:PORT``).
     """
-    import uvicorn
-
     from brokerlink.brokers.ccxt.venue import create_binance_venue_app, default_config
     from brokerlink.brokers.sim.venue.config import VenueConfig
 
-    if log_level not in {"debug", "info", "warning", "error"}:
-        console.print(f"[red]error:[/] --log-level must be debug, info, warning or error, not {log_level!r}")
-        raise typer.Exit(code=2)
+    check_log_level(console, log_level)
     try:
         loaded = VenueConfig.load(config) if config else default_config()
         venue_config = msgspec.convert(
@@ -52,8 +44,4 @@ def serve(
         console.print(
             f"  account {account.account_id} ({account.cash} {account.currency}), key {account.api_key[:4]}..."
         )
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_after_graceful_shutdown)
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, server_header=False, log_level=log_level
-    )
+    serve_on_loopback(app, port=port, log_level=log_level)

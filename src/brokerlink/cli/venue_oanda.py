@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import msgspec
 import typer
 from rich.console import Console
 
+from brokerlink.cli.venue_serving import check_log_level, serve_on_loopback
+
 venue_oanda_app = typer.Typer(help="The OANDA v20 test venue.", no_args_is_help=True)
 console = Console()
-
-
-def _exit_after_graceful_shutdown(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(0)
 
 
 @venue_oanda_app.command()
@@ -27,13 +23,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve v20's REST API and both streams under /v3 until SIGINT or SIGTERM."""
-    import uvicorn
-
     from brokerlink.brokers.oanda.venue import OandaVenueConfig, create_oanda_venue_app
 
-    if log_level not in {"debug", "info", "warning", "error"}:
-        console.print(f"[red]error:[/] --log-level must be debug, info, warning or error, not {log_level!r}")
-        raise typer.Exit(code=2)
+    check_log_level(console, log_level)
     try:
         loaded = msgspec.json.decode(config.read_bytes(), type=OandaVenueConfig) if config else OandaVenueConfig()
         venue_config = msgspec.convert(
@@ -45,14 +37,4 @@ def serve(
     console.print(f"OANDA v20 test venue (mode {venue_config.mode}) on http://127.0.0.1:{port}/v3")
     for account in venue_config.accounts:
         console.print(f"  account {account.account_id} ({account.currency}), token {account.token[:4]}...")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_after_graceful_shutdown)
-    uvicorn.run(
-        create_oanda_venue_app(venue_config),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        log_level=log_level,
-    )
+    serve_on_loopback(create_oanda_venue_app(venue_config), port=port, log_level=log_level)
