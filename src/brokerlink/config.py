@@ -278,6 +278,9 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=10, description="Seconds a looked-up access token is kept in memory (0: no cache)."
     )
     resource_token_cache_size: int = Field(default=10_000, ge=1, description="Access tokens kept in memory at most.")
+    # --- issue 8: stream protocol (H8s) ---
+    # --- issue 8: market data (H8m) ---
+    # --- issue 8: REST (H8r) ---
     # --- idempotency keys and CORS (ADR 0026) ---
     idempotency_ttl_seconds: int = Field(
         default=86_400, ge=60, description="How long an Idempotency-Key and its first response are kept (ADR 0026)."

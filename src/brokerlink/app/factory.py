@@ -169,6 +169,7 @@ def create_app(
             public_stream_route,
             admin_users_router,
             webhooks_router,
+            # V1 ROUTES issue 8 H8r (REST)
         ],
         before_request=require_json_body,
     )
@@ -177,6 +178,7 @@ def create_app(
             healthz,
             readyz,
             openapi_document,
+            # ROUTES issue 8 H8d (specs: /asyncapi.json)
             metrics,
             v1,
             *web_routes,

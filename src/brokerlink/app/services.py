@@ -108,6 +108,8 @@ async def start_services(  # noqa: PLR0915 - one short block per service
     resource = ResourceServer.from_settings(settings, clock)
     state[RESOURCE_STATE_KEY] = resource
     stops.append(resource.close)
+    # issue 8 H8m: market data source (build it here, hand it to the hub)
+    # issue 8 H8s: the stream hub
     stream = StreamHub(bus)
     state[STREAM_STATE_KEY] = stream
     await stream.start()
