@@ -7,13 +7,15 @@ during a test. The same limits across two processes sharing Redis: test_ratelimi
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from limits.aio.storage import MemoryStorage
+from limits import parse
+from limits.strategies import MovingWindowRateLimiter
 from litestar import Litestar, WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.middleware import DefineMiddleware
@@ -21,7 +23,13 @@ from litestar.status_codes import WS_1008_POLICY_VIOLATION
 from litestar.testing import TestClient
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from brokerlink.api.ratelimit import ORDER_PLACEMENT, ROUTE_WEIGHTS, RateLimiter, RateLimitMiddleware
+from brokerlink.api.ratelimit import (
+    ORDER_PLACEMENT,
+    ROUTE_WEIGHTS,
+    InProcessStorage,
+    RateLimiter,
+    RateLimitMiddleware,
+)
 from brokerlink.app.factory import create_app
 from brokerlink.config import Settings
 from brokerlink.kit.clock import ManualClock
@@ -195,7 +203,7 @@ async def test_ratelimit_disabled_sets_no_headers_and_refuses_nothing(serve: Ser
 
 def test_ratelimit_memory_storage_by_default(tmp_path: Path) -> None:
     limiter = RateLimiter.from_settings(Settings(data_dir=tmp_path))
-    assert isinstance(limiter.storage, MemoryStorage)
+    assert isinstance(limiter.storage, InProcessStorage)
     assert [str(i) for i in limiter.user.items] == ["50 per 1 second", "1500 per 1 minute"]
 
 
@@ -294,3 +302,26 @@ async def test_ratelimit_message_rate_counts_per_connection(settings: Settings) 
         assert await second.allow()
     finally:
         await limiter.close()
+
+
+def test_ratelimit_in_process_storage_starts_no_threads_and_still_limits() -> None:
+    """``limits``' own memory storage starts a timer thread per sweep; ours sweeps in line (InProcessStorage)."""
+    storage = InProcessStorage()
+    strategy = MovingWindowRateLimiter(storage)
+    item = parse("5/second")
+    threads = threading.active_count()
+    allowed = [strategy.hit(item, "user", "u1") for _ in range(7)]
+    assert allowed == [True] * 5 + [False, False]
+    assert threading.active_count() == threads
+    assert strategy.get_window_stats(item, "user", "u1").remaining == 0
+
+
+def test_ratelimit_in_process_storage_drops_expired_entries_on_the_next_sweep() -> None:
+    storage = InProcessStorage(sweep_s=0.0)  # every hit sweeps
+    strategy = MovingWindowRateLimiter(storage)
+    strategy.hit(parse("5/second"), "user", "gone")
+    assert storage.events  # recorded
+    for entry in next(iter(storage.events.values())):
+        entry.expiry = entry.atime = 0.0  # as if recorded long ago
+    strategy.hit(parse("5/second"), "user", "other")
+    assert [events for key, events in storage.events.items() if "gone" in key] == [[]]  # the key's entries went

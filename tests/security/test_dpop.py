@@ -675,3 +675,26 @@ def test_dpop_key_cache_is_bounded_least_recently_used_first() -> None:
     cache.get({"jwk": c}, "ES256")  # evicts b, not a
     assert cache.get({"jwk": a}, "ES256")[0] is ka
     assert len(cache._keys) == 2
+
+
+@pytest.mark.parametrize("alg", ["ES256", "PS256", "EdDSA"])
+async def test_security18_a_known_header_does_not_vouch_for_its_signature(
+    verify: Callable[..., Any], keys: dict[str, jwk.Key], alg: str
+) -> None:
+    """Headers already checked are remembered by their encoded bytes; the signature is still checked every time."""
+    key = keys[alg]
+    first = proof(key, alg)
+    await verify(first)  # the header is now known
+    header, _, signature = first.split(".")
+    other_claims = b64(json.dumps(claims_for()).encode())
+    await refused(verify, f"{header}.{other_claims}.{signature}", "signature does not verify")
+    await refused(verify, f"{header}.{other_claims}.", "signature does not verify")
+    await refused(verify, f"{header}.{other_claims}.{signature[:-4]}", "signature does not verify")
+    await refused(verify, f"{header}.{other_claims}.!!!!", "signature does not verify")
+
+
+async def test_dpop_precomputed_ath_is_checked_like_the_token(verify: Callable[..., Any], ec_key: jwk.Key) -> None:
+    token = "a-token"
+    ath = access_token_hash(token)
+    await verify(proof(ec_key, ath=ath), access_token_ath=ath)
+    await refused(verify, proof(ec_key, ath=ath), "ath does not match", access_token_ath=access_token_hash("other"))

@@ -42,16 +42,19 @@ import hmac
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, ClassVar, Literal, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jwk
-from joserfc.errors import ExceededSizeError, JoseError
-from joserfc.jws import JWSRegistry, extract_compact
+from joserfc.errors import JoseError
 from joserfc.util import urlsafe_b64decode
 
 from brokerlink.kit.errors import NotAuthenticated
@@ -85,18 +88,13 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _registry() -> JWSRegistry:
-    # joserfc's defaults cap the encoded header at 512 bytes, which an RSA 2048 ``jwk`` header
-    # already exceeds; RSA 4096 needs about 1 KiB. Unknown header members are ignored (RFC 7515),
-    # ``crit`` is refused outright below.
-    registry = JWSRegistry(algorithms=list(ALLOWED_ALGORITHMS), strict_check_header=False)
-    registry.max_header_length = 2048
-    registry.max_payload_length = 4096
-    registry.max_signature_length = 1024
-    return registry
-
-
-_REGISTRY = _registry()
+# Bounds on the encoded segments (joserfc's defaults cap a header at 512 bytes, which an RSA 2048
+# ``jwk`` header already exceeds; RSA 4096 needs about 1 KiB): 2 KiB of header, 4 KiB of claims and
+# 1 KiB of signature once decoded.
+_MAX_HEADER_B64 = 2732
+_MAX_PAYLOAD_B64 = 5462
+_MAX_SIGNATURE_B64 = 1366
+_B64URL = re.compile(rb"^[A-Za-z0-9_-]*$")
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -318,18 +316,84 @@ class _KeyCache:
 
 _KEYS = _KeyCache()
 
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+_PSS_SHA256 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)  # RFC 7518 3.5: salt = hash size
 
-def _check_signature(proof_jwt: str) -> tuple[str, _Claims]:
-    """Steps 1 to 3: parse, check the header and the key, verify the signature. Returns (jkt, claims)."""
-    if len(proof_jwt) > _MAX_PROOF_CHARS:
-        raise InvalidDpopProof("proof is too large")
+
+class _Verifier(NamedTuple):
+    """A header that passed steps 1 and 2, ready to check signatures: its key's thumbprint and how to verify."""
+
+    jkt: str
+    verify: Callable[[bytes, bytes], None]
+    """``verify(signature, signing_input)``; raises ``InvalidSignature`` (or ``ValueError``) when it does not verify."""
+
+
+def _verifier(alg: str, key: jwk.Key, jkt: str) -> _Verifier:
+    """Signature checking with ``cryptography`` directly, for the three algorithms (RFC 7518, RFC 8037)."""
+    public = key.get_op_key("verify")
+    if alg == "ES256" and isinstance(public, ec.EllipticCurvePublicKey):
+        ec_key = public
+
+        def verify_es256(signature: bytes, message: bytes) -> None:
+            if len(signature) != 64:  # JWS carries R || S, 32 bytes each for P-256 (RFC 7518 3.4)
+                raise InvalidSignature
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+            ec_key.verify(der, message, _ECDSA_SHA256)
+
+        return _Verifier(jkt, verify_es256)
+    if alg == "PS256" and isinstance(public, rsa.RSAPublicKey):
+        rsa_key = public
+
+        def verify_ps256(signature: bytes, message: bytes) -> None:
+            rsa_key.verify(signature, message, _PSS_SHA256, hashes.SHA256())
+
+        return _Verifier(jkt, verify_ps256)
+    if alg == "EdDSA" and isinstance(public, ed25519.Ed25519PublicKey):
+        return _Verifier(jkt, public.verify)
+    raise InvalidDpopProof("jwk key type does not match alg")
+
+
+class _HeaderCache:
+    """Verifiers by the proof's encoded header, exactly as sent: a client's proofs all carry the same
+    header (``typ``, ``alg`` and its ``jwk``), so after its first proof neither decoding the header
+    nor importing the key is repeated. Only headers that passed every check are kept, and the checks
+    depend on nothing but the header's bytes, so a hit is as good as checking again. Bounded, least
+    recently used first out."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._headers: OrderedDict[str, _Verifier] = OrderedDict()
+
+    def get(self, encoded: str) -> _Verifier:
+        found = self._headers.get(encoded)
+        if found is not None:
+            self._headers.move_to_end(encoded)
+            return found
+        found = _check_header(encoded)
+        self._headers[encoded] = found
+        if len(self._headers) > self.size:
+            self._headers.popitem(last=False)
+        return found
+
+
+def _b64decode(segment: str, what: str) -> bytes:
+    raw = segment.encode("ascii")
+    if not _B64URL.match(raw):
+        raise InvalidDpopProof(f"proof {what} is not base64url")
     try:
-        obj = extract_compact(proof_jwt.encode("ascii"), registry=_REGISTRY)
-    except ExceededSizeError:
-        raise InvalidDpopProof("proof is too large") from None
-    except (JoseError, ValueError, TypeError):
+        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except ValueError:
+        raise InvalidDpopProof(f"proof {what} is not base64url") from None
+
+
+def _check_header(encoded: str) -> _Verifier:
+    """Steps 1 and 2 for a header not seen before: ``typ``, ``alg``, no ``crit``, and the key."""
+    try:
+        header = msgspec.json.decode(_b64decode(encoded, "header"))
+    except msgspec.DecodeError:
         raise InvalidDpopProof("proof is not a compact JWS") from None
-    header = obj.headers()
+    if not isinstance(header, dict):
+        raise InvalidDpopProof("proof is not a compact JWS")
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() != "dpop+jwt":
         raise InvalidDpopProof("typ must be dpop+jwt")
@@ -339,20 +403,34 @@ def _check_signature(proof_jwt: str) -> tuple[str, _Claims]:
     if "crit" in header or "b64" in header:
         raise InvalidDpopProof("crit and b64 headers are not accepted")
     key, jkt = _KEYS.get(header, alg)
-    model = JWSRegistry.algorithms[alg]
+    return _verifier(alg, key, jkt)
+
+
+_HEADERS = _HeaderCache()
+
+
+def _check_signature(proof_jwt: str) -> tuple[str, _Claims]:
+    """Steps 1 to 3: parse, check the header and the key, verify the signature. Returns (jkt, claims)."""
+    if len(proof_jwt) > _MAX_PROOF_CHARS:
+        raise InvalidDpopProof("proof is too large")
+    if not proof_jwt.isascii():
+        raise InvalidDpopProof("proof is not a compact JWS")
+    segments = proof_jwt.split(".")
+    if len(segments) != 3 or not segments[0] or not segments[1]:
+        raise InvalidDpopProof("proof is not a compact JWS")
+    header, payload, signature = segments
+    if len(header) > _MAX_HEADER_B64 or len(payload) > _MAX_PAYLOAD_B64 or len(signature) > _MAX_SIGNATURE_B64:
+        raise InvalidDpopProof("proof is too large")
+    verifier = _HEADERS.get(header)
     try:
-        signature = urlsafe_b64decode(obj.segments["signature"])
-        signing_input = obj.segments["header"] + b"." + obj.segments["payload"]
-        valid = model.verify(signing_input, signature, key)
-    except (JoseError, ValueError, TypeError):
-        valid = False
-    if not valid:
-        raise InvalidDpopProof("signature does not verify with the jwk header")
+        verifier.verify(_b64decode(signature, "signature"), f"{header}.{payload}".encode("ascii"))
+    except (InvalidSignature, InvalidDpopProof, ValueError):
+        raise InvalidDpopProof("signature does not verify with the jwk header") from None
     try:
-        claims = msgspec.json.decode(obj.payload, type=_Claims)
+        claims = msgspec.json.decode(_b64decode(payload, "claims"), type=_Claims)
     except msgspec.DecodeError:  # ValidationError is a DecodeError too
         raise InvalidDpopProof("claims missing or of the wrong type (jti, htm, htu, iat)") from None
-    return jkt, claims
+    return verifier.jkt, claims
 
 
 def _check_request(claims: _Claims, *, method: str, url: str) -> None:
@@ -382,12 +460,12 @@ def _check_iat(claims: _Claims, *, now: datetime, max_age_s: int, leeway_s: int)
     return iat
 
 
-def _check_binding(claims: _Claims, jkt: str, *, access_token: str | None, expected_jkt: str | None) -> None:
+def _check_binding(claims: _Claims, jkt: str, *, ath: str | None, expected_jkt: str | None) -> None:
     """Step 6: ``ath`` is the presented token's hash, and the key is the one the token is bound to."""
-    if access_token is not None:
+    if ath is not None:
         if claims.ath is None:
             raise InvalidDpopProof("ath is required with an access token")
-        if not hmac.compare_digest(claims.ath.encode(), access_token_hash(access_token).encode()):
+        if not hmac.compare_digest(claims.ath.encode(), ath.encode()):
             raise InvalidDpopProof("ath does not match the access token")
     if expected_jkt is not None and not hmac.compare_digest(jkt.encode(), expected_jkt.encode()):
         raise InvalidDpopProof("key does not match the token's cnf.jkt")
@@ -401,6 +479,7 @@ async def verify_proof(
     now: datetime,
     replay: ReplayStore,
     access_token: str | None = None,
+    access_token_ath: str | None = None,
     expected_jkt: str | None = None,
     nonce: NonceProvider | None = None,
     max_age_s: int = DEFAULT_MAX_AGE_S,
@@ -410,7 +489,8 @@ async def verify_proof(
 
     ``method`` and ``url`` are the request as the server received it; build ``url`` from the
     configured public origin, not from the client's ``Host`` header. Pass ``access_token`` when the
-    request carries one (``ath`` is then required) and ``expected_jkt`` with the token's
+    request carries one (``ath`` is then required; a caller that already hashed the token passes
+    ``access_token_ath``, :func:`access_token_hash` of it, instead) and ``expected_jkt`` with the token's
     ``cnf.jkt``. Pass ``nonce`` to require a server nonce. ``jti`` values are remembered in
     ``replay`` for ``max_age_s + leeway_s + 1`` seconds, longer than any proof stays acceptable.
 
@@ -421,7 +501,9 @@ async def verify_proof(
     jkt, claims = _check_signature(proof_jwt)
     _check_request(claims, method=method, url=url)
     iat = _check_iat(claims, now=now, max_age_s=max_age_s, leeway_s=leeway_s)
-    _check_binding(claims, jkt, access_token=access_token, expected_jkt=expected_jkt)
+    if access_token_ath is None and access_token is not None:
+        access_token_ath = access_token_hash(access_token)
+    _check_binding(claims, jkt, ath=access_token_ath, expected_jkt=expected_jkt)
 
     if nonce is not None and (claims.nonce is None or not nonce.is_valid(claims.nonce, now)):
         raise UseDpopNonce("a current server nonce is required", nonce=nonce.issue(now))
@@ -448,6 +530,11 @@ class Authorization(NamedTuple):
 def _text(value: str | bytes) -> str:
     # ASGI gives raw header bytes; HTTP field values are at most Latin-1.
     return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+_AUTHORIZATION = (b"authorization", "authorization")
+_DPOP = (b"dpop", "dpop")
+_WANTED_HEADERS = frozenset(_AUTHORIZATION + _DPOP)
 
 
 def _credentials(authorization: str) -> tuple[Literal["DPoP", "Bearer"], str]:
@@ -483,16 +570,17 @@ def parse_authorization(
     (SECURITY.md 13); several ``DPoP`` headers, or ``DPoP`` scheme without a proof (SECURITY.md 13).
     """
     query = _text(query_string)
-    if any(name == "access_token" for name, _ in parse_qsl(query, keep_blank_values=True)):
+    if "access_token" in query and any(name == "access_token" for name, _ in parse_qsl(query, keep_blank_values=True)):
         raise InvalidToken("access tokens are accepted only in the Authorization header")
 
     authorizations: list[str] = []
     proofs: list[str] = []
     for raw_name, raw_value in headers:
-        name = _text(raw_name).lower()
-        if name == "authorization":
+        # ASGI names are lower-case bytes already; a multi-dict's may be str in any case.
+        name = raw_name if raw_name in _WANTED_HEADERS else _text(raw_name).lower()
+        if name in _AUTHORIZATION:
             authorizations.append(_text(raw_value).strip())
-        elif name == "dpop":
+        elif name in _DPOP:
             proofs.append(_text(raw_value).strip())
     if not authorizations:
         raise NotAuthenticated(

@@ -189,9 +189,17 @@ class TokenAwareCSRFMiddleware(CSRFMiddleware):
     def __init__(self, app: ASGIApp, config: CSRFConfig, session_cookie: str) -> None:
         super().__init__(app, config)
         self.session_cookie = session_cookie
+        self._cookie_name = session_cookie.encode("latin-1")
+
+    def _has_session_cookie(self, scope: Scope) -> bool:
+        # Most token requests carry no Cookie header at all: look before parsing any.
+        for name, value in scope.get("headers", ()):
+            if name == b"cookie" and self._cookie_name in value:
+                return self.session_cookie in ASGIConnection(scope).cookies
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if request_token_id(scope) is not None and self.session_cookie not in ASGIConnection(scope).cookies:
+        if request_token_id(scope) is not None and not self._has_session_cookie(scope):
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

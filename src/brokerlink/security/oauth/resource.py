@@ -26,6 +26,7 @@ ages out, so the database stays the authority.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 from collections import OrderedDict
@@ -292,7 +293,9 @@ class ResourceServer:
 
     async def lookup(self, session: AsyncSession, token: str) -> TokenLookup | None:
         """The token's grant from the cache, else from the database (and cached when in force)."""
-        digest = token_hash(token)
+        return await self._lookup(session, token_hash(token))
+
+    async def _lookup(self, session: AsyncSession, digest: str) -> TokenLookup | None:
         now = self.clock.now()
         cached = self.cache.get(digest, now)
         if cached is not None:
@@ -314,7 +317,9 @@ class ResourceServer:
     ) -> Authenticated:
         """Check the request's token and proof; the principal, or a 401 (``DpopError``) or 403."""
         authorization = parse_authorization(headers, query_string=query_string, bound=True)
-        found = await self.lookup(session, authorization.token)
+        # One SHA-256 of the token serves both its stored form (hex) and the proof's ``ath`` (base64url).
+        sha256 = hashlib.sha256(authorization.token.encode()).digest()
+        found = await self._lookup(session, sha256.hex())
         if found is None:
             raise InvalidToken("the access token is not known")
         grant = found.grant
@@ -328,7 +333,7 @@ class ResourceServer:
             url=self.url_for(path),
             now=self.clock.now(),
             replay=self.replay,
-            access_token=authorization.token,
+            access_token_ath=base64.urlsafe_b64encode(sha256).rstrip(b"=").decode("ascii"),
             expected_jkt=grant.jkt,
             nonce=self.nonce,
         )
