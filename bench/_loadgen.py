@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -50,12 +51,20 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _worker(host: str, port: int, request: bytes, *, deadline: float, out: list[int], errs: list[int]) -> None:
+async def _worker(
+    host: str, port: int, request: bytes | Iterator[bytes], *, deadline: float, out: list[int], errs: list[int]
+) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
             started = time.perf_counter_ns()
-            writer.write(request)
+            if isinstance(request, bytes):
+                writer.write(request)
+            else:
+                try:
+                    writer.write(next(request))
+                except StopIteration:  # the caller's supply of requests ran out
+                    break
             status = await _read_response(reader)
             out.append((time.perf_counter_ns() - started) // 1000)
             if status != 200:
@@ -65,13 +74,28 @@ async def _worker(host: str, port: int, request: bytes, *, deadline: float, out:
         await writer.wait_closed()
 
 
-async def run_load(
-    host: str, port: int, path: str, *, seconds: float, connections: int, headers: dict[str, str] | None = None
-) -> LoadResult:
-    """Hammer ``path`` over ``connections`` keep-alive connections for ``seconds``."""
+def request_bytes(host: str, port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
+    """One GET request as it goes on the wire."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Accept: application/json"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def run_load(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    seconds: float,
+    connections: int,
+    headers: dict[str, str] | None = None,
+    requests: Iterator[bytes] | None = None,
+) -> LoadResult:
+    """Hammer ``path`` over ``connections`` keep-alive connections for ``seconds``.
+
+    ``requests`` (built with :func:`request_bytes`) replaces the one repeated request, for requests
+    that must differ (a DPoP proof is good for one request); the run ends early if it runs out."""
+    request: bytes | Iterator[bytes] = requests if requests is not None else request_bytes(host, port, path, headers)
     latencies: list[int] = []
     errors: list[int] = []
     started = time.perf_counter()

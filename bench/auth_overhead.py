@@ -249,7 +249,7 @@ async def run(rounds: int, block: int) -> dict[str, Any]:
                 httpx.AsyncClient(transport=transport_off, base_url=ORIGIN) as c_off,
             ):
                 es256 = _Es256()
-                plain = [{} for _ in range(block)]
+                plain: list[dict[str, str]] = [{} for _ in range(block)]
                 cpu: dict[str, list[float]] = {"on": [], "off": [], "off+verify": [], "tight": []}
                 wall: dict[str, list[float]] = {"on": [], "off": [], "off+verify": []}
                 for round_ in range(rounds + 1):
