@@ -1,7 +1,8 @@
 """An in-memory broker for benchmarks: a :class:`BrokerAdapter` with no network, honest to the protocol.
 
 ``submit`` takes the order the way a venue would (a duplicate client order id or an unlisted symbol
-is refused), fills it at once in full at a fixed price (a limit order only if its price allows:
+is refused) and returns; on the event loop's next turn (a real venue works in its own process, not
+inside the caller's ``submit``) the venue fills it in full at a fixed price (a limit order only if its price allows:
 otherwise an IOC expires and a GTC rests), keeps the account's net positions and fills (one fixed
 price, so cash and equity never move), and reports the outcome asynchronously on
 :meth:`FakeAdapter.events` (``OrderAccepted``, then ``OrderFilled`` or ``OrderExpired``), as real
@@ -129,6 +130,7 @@ class FakeAdapter(BrokerAdapter):
         self._venue_account_id = config.venue_account_id or f"FAKE-{config.account_id}"
         self._events: asyncio.Queue[DomainEvent | None] = asyncio.Queue()
         self._orders: dict[str, Order] = {}  # by client order id
+        self._queued: set[str] = set()  # client order ids taken by submit, not yet worked on
         self._fills: list[Fill] = []
         self._positions: dict[str, Decimal] = {}
         self._cash = self.broker.cash
@@ -158,12 +160,19 @@ class FakeAdapter(BrokerAdapter):
 
     async def submit(self, order: OrderRequest) -> None:
         self.broker.record_submit(order.client_order_id)
-        if order.client_order_id in self._orders:
+        if order.client_order_id in self._orders or order.client_order_id in self._queued:
             raise OrderRefused(RefusalReason.DUPLICATE_CLIENT_ORDER_ID)
         if order.symbol != EURUSD.symbol:
             raise OrderRefused(RefusalReason.INVALID_ORDER, f"the venue does not list {order.symbol}")
         if order.type not in _CAPABILITIES.order_types:
             raise OrderRefused(RefusalReason.NOT_SUPPORTED, f"{order.type.value} orders")
+        # Taken: the venue works on it elsewhere (a real one in its own process), so its matching and
+        # reports run after this call returns, on the loop's next turn, not inside the caller's hand-off.
+        self._queued.add(order.client_order_id)
+        asyncio.get_running_loop().call_soon(self._take, order)
+
+    def _take(self, order: OrderRequest) -> None:
+        self._queued.discard(order.client_order_id)
         now = _now()
         venue_id = f"F{self.broker.next_id()}"
         working = Order(

@@ -8,8 +8,8 @@ fake broker (``bench/_fake_adapter.py``) that accepts and fills each order and r
 event stream, as a venue does. The provider trades outside brokerlink (``FakeAdapter.trade``), so
 its fill takes the production path: stored and published by the links service, read from the bus
 by the engine, consumed (``CopyEngine.consume``: signal, every follower planned, outbox intents,
-copy events, links and each live follower's order row, one transaction), dispatched (a task per
-intent handing its stored order to ``adapter.submit``, nothing written first).
+copy events, links and each live follower's order row, one transaction, ADR 0029), dispatched (a task
+per intent handing its stored order to ``adapter.submit``, nothing written first).
 
 - ``engine_p50_ms_N`` / ``engine_p99_ms_N``: from the call of ``consume`` for the fill to the
   moment the fake adapter's ``submit`` was entered for the LAST of the fill's intents (by then
@@ -37,7 +37,8 @@ order ids (``copy_client_order_id`` over the real subscription ids), nothing els
 ``ratio_p99_N`` = engine / baseline.
 
 **Breakdown** (``breakdown`` in the JSON, per size, averaged per fill): every fill runs with
-perf_counter sections. Each SQL statement is timed through SQLAlchemy's cursor events; the lazy
+perf_counter sections. Each SQL statement is timed through SQLAlchemy's cursor events, and each call
+of the fan-out store (``store <method>``: its statements run on the driver, ADR 0029); the lazy
 ``BEGIN IMMEDIATE`` that brokerlink issues on the DBAPI cursor before a transaction's first write is
 timed there (its time is the wait for SQLite's write lock); commits, the planner and the building
 of intents too. Each is attributed to the phase (``consume``, ``dispatch``: from consume's return to
@@ -126,6 +127,7 @@ from brokerlink.logs import configure_logging
 from brokerlink.security.vault import LocalKeyFile, Vault
 from brokerlink.store.db import Database
 from brokerlink.store.migrate import upgrade
+from brokerlink.store.repositories.copy_fanout import FanoutStore
 from brokerlink.store.repositories.users import UserRepository
 
 GOAL = "engine_p99_ms_100 < 2 and engine_p99_ms_1000 < 15"
@@ -367,7 +369,7 @@ class Sections:
         return {key: (self.ns[key], self.count[key]) for key in self.ns}
 
     @contextlib.contextmanager
-    def installed(self, engine: CopyEngine) -> Iterator[None]:
+    def installed(self, engine: CopyEngine) -> Iterator[None]:  # noqa: PLR0915 - one hook after another
         undo: list[Callable[[], None]] = []
         sync_engine = self.database.engine.sync_engine
         started: dict[int, int] = {}
@@ -423,6 +425,24 @@ class Sections:
                     sections.add(name, time.perf_counter_ns() - t0)
 
             return wrapper
+
+        # The fan-out's own statements run on the driver (ADR 0029): SQLAlchemy's cursor events do not see them.
+        def timed_async(name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter_ns()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    sections.add(name, time.perf_counter_ns() - t0)
+
+            return wrapper
+
+        for method in ("claim", "strategy_position", "set_strategy_position", "add_signal", "roster", "subscriptions",
+                       "equity", "paused_symbols", "add_intents", "add_orders", "add_links", "add_events",
+                       "move_links"):  # fmt: skip
+            original_method = getattr(FanoutStore, method)
+            setattr(FanoutStore, method, timed_async(f"store {method}", original_method))
+            undo.append(lambda m=method, o=original_method: setattr(FanoutStore, m, o))
 
         original_plan = copy_service.plan_follower
         copy_service.plan_follower = timed("plan_follower (pure)", original_plan)  # type: ignore[assignment]

@@ -53,6 +53,38 @@ def new_ulid(ms: int | None = None) -> str:
         return _encode((_last_ms << _RANDOM_BITS) | _last_random, 26)
 
 
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # the 1024 two-character endings, in order
+
+
+def new_ids(prefix: str, count: int) -> list[str]:
+    """``count`` new prefixed ids at once, as :func:`new_id` would make them one by one (the same
+    process-wide monotonic order), at a fraction of the cost: a copy fan-out needs thousands."""
+    global _last_ms, _last_random
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError(f"id prefix must be 2-8 lowercase letters or digits: {prefix!r}")
+    if count <= 0:
+        return []
+    with _lock:
+        now = time.time_ns() // 1_000_000
+        if now > _last_ms:
+            _last_ms, first = now, secrets.randbits(_RANDOM_BITS - 1)  # half the range: room for the block
+        else:
+            first = _last_random + 1
+        if first + count > 2**_RANDOM_BITS:  # the millisecond is used up: borrow the next one
+            _last_ms, first = _last_ms + 1, secrets.randbits(_RANDOM_BITS - 1)
+        ms, _last_random = _last_ms, first + count - 1
+    # Consecutive values share all but their last two characters (10 bits): those come from a table.
+    ids: list[str] = []
+    value, end = first, first + count
+    while value < end:
+        high = value >> 10
+        stop = min(end, (high + 1) << 10)
+        head = f"{prefix}_{_encode((ms << 70) | high, 24)}"
+        ids += [head + _PAIRS[low & 1023] for low in range(value, stop)]
+        value = stop
+    return ids
+
+
 def new_id(prefix: str) -> str:
     """A new prefixed id, e.g. ``new_id("ord")`` -> ``"ord_01JD3X4T2W6N9Q8R7S5V4B3C2A"``."""
     if not _PREFIX_RE.fullmatch(prefix):

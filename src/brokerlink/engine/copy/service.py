@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -54,7 +54,7 @@ from brokerlink.domain.copy import (
 )
 from brokerlink.domain.enums import ConnectionState, OrderStatus, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
-from brokerlink.domain.models import Fill, Order, Position, Quote
+from brokerlink.domain.models import Fill, Instrument, Order, Position, Quote
 from brokerlink.engine.audit import COPY_ENGINE, Stamp
 from brokerlink.engine.copy import joining, outcomes, protect, rejects
 from brokerlink.engine.copy.guards import period_start
@@ -70,23 +70,20 @@ from brokerlink.engine.links.orders import OrderTicket, place_order, prepare_ord
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import BrokerlinkError, InvalidInput, Unavailable
-from brokerlink.kit.ids import new_id
+from brokerlink.kit.ids import new_id, new_ids
 from brokerlink.logs import get_logger
-from brokerlink.security.audit import Entry, record_many
+from brokerlink.security.audit import record
 from brokerlink.store.db import Database
 from brokerlink.store.models import BrokerConnectionRow
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
 from brokerlink.store.repositories.copy_equity_peaks import CopyEquityPeakRepository, EquityPeak, next_peak
-from brokerlink.store.repositories.copy_events import CopyEventRepository
+from brokerlink.store.repositories.copy_fanout import FanoutStore, RosterEntry
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
-from brokerlink.store.repositories.copy_links import CopyLinkRepository
-from brokerlink.store.repositories.copy_signals import CopySignalRepository
 from brokerlink.store.repositories.fills import FillRepository
 from brokerlink.store.repositories.instruments import InstrumentRepository
-from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
-from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
+from brokerlink.store.repositories.strategies import StrategyRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
 
 _log = get_logger("brokerlink.engine.copy")
@@ -149,7 +146,9 @@ class CopyEngine:
         self._dispatching: dict[str, asyncio.Task[None]] = {}  # by intent id
         self._strategy_locks: dict[str, asyncio.Lock] = {}
         self._settings: dict[tuple[str, int], CopySettings] = {}  # by (subscription id, version)
+        self._subscription_cache: dict[str, Subscription] = {}  # by id, as of its version (see _subscriptions)
         self._indexes: dict[str, SymbolIndex] = {}  # by follower account id
+        self._index_by_instruments: dict[tuple[Instrument, ...], SymbolIndex] = {}
         self._stored_indexes: set[str] = set()  # accounts whose index came from the store (offline)
         self._received: dict[str, float] = {}  # intent id -> perf_counter when its signal was read
         self._prepared: dict[str, Order] = {}  # intent id -> its order, stored with it, not sent yet
@@ -351,12 +350,18 @@ class CopyEngine:
                 return intents
 
     async def consume(self, strategy: Strategy, fill_id: str, fill: Fill) -> list[CopyIntent]:
-        """Record one provider fill as a signal and plan every follower, in one transaction."""
+        """Record one provider fill as a signal and plan every follower, in one transaction; then hand
+        the orders of live followers to their adapters (ADR 0029)."""
         received = time.perf_counter()
         now = self.clock.now()
         async with self.database.session() as session:
-            positions = StrategyPositionRepository(session)
-            before = await positions.get(strategy.id, fill.symbol)
+            store = FanoutStore(session)
+            await store.claim(strategy.id, fill_id, now=now)  # first: on SQLite it takes the write lock
+            if fill.ts < strategy.created_at:
+                # History from before the strategy (read back at a reconnect): its baseline already holds it.
+                await session.commit()
+                return []
+            before = await store.strategy_position(strategy.id, fill.symbol)
             signed = fill.qty if fill.side is Side.BUY else -fill.qty
             signal = CopySignal(
                 id=new_id("sig"),
@@ -373,24 +378,30 @@ class CopyEngine:
                 received_at=now,
                 created_at=now,
             )
-            await StrategyRepository(session).set_fill_cursor(strategy.id, fill_id, now=now)
-            if fill.ts < strategy.created_at:
-                # History from before the strategy (read back at a reconnect): its baseline already holds it.
-                await session.commit()
-                return []
-            if not await CopySignalRepository(session).add_if_new(signal):
+            if not await store.add_signal(signal):
                 await session.commit()  # seen before (stream and report): copied once already
                 return []
-            await positions.set(strategy.id, fill.symbol, signal.provider_position_after, now=now)
-            intents, events = await self._plan(session, strategy, signal, now=now)
+            await store.set_strategy_position(strategy.id, fill.symbol, signal.provider_position_after, now=now)
             signal_us = int((now - fill.ts).total_seconds() * 1_000_000)
+            intents, events, moves, new_links, peaks = await self._plan(session, store, strategy, signal, now=now)
             intents = [msgspec.structs.replace(i, signal_us=signal_us) for i in intents]
             orders = self._prepare_orders(intents, now=now)
-            await CopyIntentRepository(session).add_many(intents)
-            await OrderRepository(session).add_many(list(orders.values()))
-            await CopyEventRepository(session).add_many(events)
-            # Last, as the trail asks: on PostgreSQL its head stays locked until the commit.
-            await record_many(session, _placed_entries(intents, orders), now=now)
+            # Moves first (a reversal closes a link, then opens the next one), new links before their intents.
+            await store.move_links(moves, now=now)
+            await store.add_links(new_links)
+            await store.add_orders(list(orders.values()))
+            await store.add_intents(intents)
+            await store.add_events(events)
+            if peaks:
+                await CopyEquityPeakRepository(session).save_many(peaks, now=now)
+            if orders:
+                # One record for the fan-out (security item 33: one per state change, in its transaction);
+                # it names the signal, whose intents name every order. Last: on PostgreSQL the trail's
+                # head stays locked until the commit.
+                await record(
+                    session, actor=COPY_ENGINE, action="copy.fanout", target=signal.id, now=now,
+                    details=_fanout_details(strategy, signal, len(orders)),
+                )  # fmt: skip
             # Known before the commit: a replay that sees the intents first sends them the fast way too.
             self._prepared.update(orders)
             try:
@@ -409,18 +420,23 @@ class CopyEngine:
         return intents
 
     async def _plan(
-        self, session: AsyncSession, strategy: Strategy, signal: CopySignal, *, now: datetime
-    ) -> tuple[list[CopyIntent], list[CopyEvent]]:
-        subscriptions = await SubscriptionRepository(session).list_for_strategy(strategy.id)
-        if not subscriptions:
-            return [], []
-        link_repo = CopyLinkRepository(session)
-        open_links = {
-            link.subscription_id: link for link in await link_repo.list_open_for_strategy(strategy.id, signal.symbol)
-        }
-        balances = BalanceRepository(session)
-        holdings = await self._holdings(session, [strategy.account_id], subscriptions)
-        provider_equity = holdings.equities.get(strategy.account_id)
+        self, session: AsyncSession, store: FanoutStore, strategy: Strategy, signal: CopySignal, *, now: datetime
+    ) -> tuple[list[CopyIntent], list[CopyEvent], list[tuple[str, Decimal, bool]], list[CopyLink], list[EquityPeak]]:
+        """Every follower's plan for the signal: intents, skip events, link moves and new links, and the
+        drawdown peaks that moved. Reads the roster once (subscriptions, their links in the symbol, equities)."""
+        roster = await store.roster(strategy.id, signal.symbol)
+        if not roster:
+            return [], [], [], [], []
+        subscriptions = await self._subscriptions(store, strategy.id, roster)
+        equities: dict[str, Decimal | None] = {e.account_id: e.equity for e in roster}
+        provider_equity = await store.equity(strategy.account_id)
+        counted = [s.account_id for s in subscriptions if _counts_holdings(self.settings_of(s))]
+        positions = await PositionRepository(session).list_for_accounts(counted) if counted else {}
+        peaks, peak_updates = await self._peaks(session, subscriptions, equities)
+        holdings = Holdings(
+            equities=equities, positions=positions, paused=await store.paused_symbols(strategy.id), peaks=peaks,
+            peak_updates=peak_updates,
+        )  # fmt: skip
         stop_loss = None
         if any(self.settings_of(s).sizing is SizingMode.RISK_PERCENT for s in subscriptions):
             stop_loss = await protect.provider_stop_loss(
@@ -437,20 +453,29 @@ class CopyEngine:
             provider_equity=provider_equity,
             stop_loss=stop_loss,
         )
-        intents: list[CopyIntent] = []
-        events: list[CopyEvent] = []
-        new_links: list[CopyLink] = []
-        moves: list[tuple[str, Decimal, bool]] = []
-        for subscription in subscriptions:
-            link = open_links.get(subscription.id)
+        balances = BalanceRepository(session)
+        stale = now - signal.venue_ts > self.stale_after
+        plans_made = _SharedPlans(now)
+        plans: list[tuple[Subscription, Follower, Plan]] = []
+        for subscription, entry in zip(subscriptions, roster, strict=True):
+            link = entry.link
             if signal.venue_ts < subscription.created_at and link is None:
                 # A provider trade from before the subscription (consumed late): it is part of the
                 # provider's position at subscription time, which the on_subscribe policy decides on.
                 continue
             follower = await self.follower_view(balances, subscription, link, holdings=holdings)
-            plan = plan_follower(planned, follower, quote=self.quote_for(subscription.account_id), now=now)
-            if now - signal.venue_ts > self.stale_after and not follower.settings.catch_up:
+            plan = plans_made.plan(planned, subscription, follower, quote=self.quote_for(subscription.account_id))
+            if stale and not follower.settings.catch_up:
                 plan = _without_late_opens(plan)
+            plans.append((subscription, follower, plan))
+        orders_count = sum(len(plan.orders) for _, _, plan in plans)
+        opens = sum(1 for _, _, plan in plans for o in plan.orders if o.action is IntentAction.OPEN)
+        intent_ids, link_ids = iter(new_ids("cpi", orders_count)), iter(new_ids("lnk", opens))
+        intents: list[CopyIntent] = []
+        events: list[CopyEvent] = []
+        new_links: list[CopyLink] = []
+        moves: list[tuple[str, Decimal, bool]] = []
+        for subscription, follower, plan in plans:
             made, link = self.build_intents(
                 subscription,
                 plan,
@@ -458,6 +483,8 @@ class CopyEngine:
                 trade_id=signal.provider_trade_id,
                 symbol=signal.symbol,
                 now=now,
+                intent_ids=intent_ids,
+                link_ids=link_ids,
             )
             intents += made
             if link is not None:
@@ -472,10 +499,23 @@ class CopyEngine:
             move = _link_move(plan, follower)
             if move is not None:
                 moves.append(move)
-        await link_repo.move_many(moves, now=now)
-        await link_repo.add_many(new_links)
-        await CopyEquityPeakRepository(session).save_many(holdings.peak_updates, now=now)
-        return intents, events
+        return intents, events, moves, new_links, holdings.peak_updates
+
+    async def _subscriptions(
+        self, store: FanoutStore, strategy_id: str, roster: list[RosterEntry]
+    ) -> list[Subscription]:
+        """The roster's subscriptions, from the cache while their versions match the roster's (a version moves
+        with every change of settings, status or start equity); read again, all at once, when any changed."""
+        cache = self._subscription_cache
+        found = [cache.get(e.subscription_id) for e in roster]
+        if any(s is None or s.version != e.version for s, e in zip(found, roster, strict=True)):
+            fresh = {s.id: s for s in await store.subscriptions(strategy_id)}
+            cache.update(fresh)
+            found = [fresh.get(e.subscription_id) for e in roster]
+        missing = [e.subscription_id for e, s in zip(roster, found, strict=True) if s is None]
+        if missing:  # pragma: no cover - the roster and the subscriptions were read in one transaction
+            raise RuntimeError(f"subscriptions {missing} vanished from the fan-out's transaction")
+        return [s for s in found if s is not None]
 
     async def _holdings(
         self, session: AsyncSession, accounts: Iterable[str], subscriptions: Iterable[Subscription]
@@ -571,7 +611,7 @@ class CopyEngine:
         if connected and (index is None or subscription.account_id in self._stored_indexes):
             self._stored_indexes.discard(subscription.account_id)  # the broker's own list from now on
             live = self.links.live(subscription.account_id)
-            index = self._indexes[subscription.account_id] = SymbolIndex(live.instruments.values())
+            index = self._indexes[subscription.account_id] = self._shared_index(live.instruments.values())
         elif index is None:
             index = await self._stored_index(balances.session, subscription.account_id)
         # A follower whose connection is down but whose broker's rules are known is planned as usual: its
@@ -599,6 +639,18 @@ class CopyEngine:
             open_positions=open_positions,
             exposures=exposures,
         )
+
+    def _shared_index(self, instruments: Iterable[Instrument]) -> SymbolIndex:
+        """One index per distinct instrument list: followers at the same broker share it (and so their plans
+        can be shared, see :class:`_SharedPlans`)."""
+        key = tuple(instruments)
+        try:
+            index = self._index_by_instruments.get(key)
+        except TypeError:  # an unhashable instrument: an index of its own
+            return SymbolIndex(key)
+        if index is None:
+            index = self._index_by_instruments[key] = SymbolIndex(key)
+        return index
 
     async def _stored_index(self, session: AsyncSession, account_id: str) -> SymbolIndex | None:
         """The instruments stored for the account's broker (cached), when the account is still linked."""
@@ -637,22 +689,26 @@ class CopyEngine:
         trade_id: str,
         symbol: str,
         now: datetime,
+        intent_ids: Iterator[str] | None = None,
+        link_ids: Iterator[str] | None = None,
     ) -> tuple[list[CopyIntent], CopyLink | None]:
-        """The outbox intents of a plan, with deterministic client order ids, and the link an open creates."""
+        """The outbox intents of a plan, with deterministic client order ids, and the link an open creates.
+        ``intent_ids`` / ``link_ids``: ids made in advance for a whole fan-out (:func:`new_ids`)."""
         intents: list[CopyIntent] = []
         new_link: CopyLink | None = None
         for order in plan.orders:
             link_id = order.link_id
             if order.action is IntentAction.OPEN:
                 new_link = CopyLink(
-                    id=new_id("lnk"), subscription_id=subscription.id, provider_symbol=symbol,
-                    follower_symbol=order.symbol, side=order.side, qty=order.qty, opened_at=now, updated_at=now,
+                    id=new_id("lnk") if link_ids is None else next(link_ids), subscription_id=subscription.id,
+                    provider_symbol=symbol, follower_symbol=order.symbol, side=order.side, qty=order.qty,
+                    opened_at=now, updated_at=now,
                 )  # fmt: skip
                 link_id = new_link.id
             limit = order.limit_price
             intents.append(
                 CopyIntent(
-                    id=new_id("cpi"),
+                    id=new_id("cpi") if intent_ids is None else next(intent_ids),
                     subscription_id=subscription.id,
                     signal_id=signal_id,
                     link_id=link_id,
@@ -867,6 +923,54 @@ class CopyEngine:
         await outcomes.end(self.database, self.clock, intent, status, reason)
 
 
+class _SharedPlans:
+    """:func:`plan_follower` once per distinct follower in a fan-out.
+
+    The planner is pure: two followers that agree on everything it reads get the same plan but for their
+    subscription and link ids. That is common (the same settings text, the same broker's instruments, no
+    open link or links of the same size, the same equity for sizings and guards that read it), and planning
+    is the biggest cost per follower left in a fan-out (ADR 0029). The key holds every input but those ids;
+    the quotes the planner asked for are recorded with the plan and a follower shares it only if its own
+    quotes for those symbols are the same.
+    """
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._made: dict[tuple[object, ...], tuple[Plan, dict[str, Quote | None]]] = {}
+
+    def plan(self, signal: Signal, subscription: Subscription, follower: Follower, *, quote: QuoteOf) -> Plan:
+        """The follower's plan: shared with an earlier follower of this fan-out when every input agrees."""
+        link = follower.link
+        key = (
+            subscription.settings, follower.status, follower.connected, id(follower.instruments), follower.equity,
+            follower.start_equity, follower.period_peak_equity, follower.open_positions,
+            tuple(sorted(follower.exposures.items())), follower.paused_symbols,
+            None if link is None else (link.side, link.qty, link.follower_symbol, link.provider_symbol),
+        )  # fmt: skip
+        made = self._made.get(key)
+        if made is not None and all(quote(symbol) == seen for symbol, seen in made[1].items()):
+            return _rebind(made[0], follower)
+        asked: dict[str, Quote | None] = {}
+
+        def recorded(symbol: str) -> Quote | None:
+            asked[symbol] = found = quote(symbol)
+            return found
+
+        plan = plan_follower(signal, follower, quote=recorded, now=self.now)
+        self._made[key] = (plan, asked)
+        return plan
+
+
+def _rebind(plan: Plan, follower: Follower) -> Plan:
+    """Another follower's plan with this follower's subscription and link ids."""
+    link_id = None if follower.link is None else follower.link.id
+    orders = tuple(
+        o if o.link_id is None or o.link_id == link_id else msgspec.structs.replace(o, link_id=link_id)
+        for o in plan.orders
+    )
+    return msgspec.structs.replace(plan, subscription_id=follower.subscription_id, orders=orders)
+
+
 def _without_late_opens(plan: Plan) -> Plan:
     """A provider trade older than the stale window (missed during an outage): closes still go out
     (a follower can always get out), opens do not, unless the follower opted in to catch-up trades."""
@@ -902,27 +1006,16 @@ async def _live_connection(session: AsyncSession, account_id: str) -> BrokerConn
 _ENGINE_STAMP = Stamp(actor=COPY_ENGINE)
 
 
-def _placed_entries(intents: Iterable[CopyIntent], orders: Mapping[str, Order]) -> list[Entry]:
-    """One ``order.place`` audit record per order the planning transaction stores (the others are
-    recorded when :func:`place_order` stores them)."""
-    return [
-        Entry(
-            actor=COPY_ENGINE,
-            action="order.place",
-            target=order.id,
-            details={
-                "account_id": order.account_id,
-                "client_order_id": order.client_order_id,
-                "subscription_id": intent.subscription_id,
-                "intent_id": intent.id,
-                "symbol": order.symbol,
-                "side": order.side.value,
-                "qty": str(order.qty),
-            },
-        )
-        for intent in intents
-        if (order := orders.get(intent.id)) is not None
-    ]
+def _fanout_details(strategy: Strategy, signal: CopySignal, orders: int) -> dict[str, str | int]:
+    """The audit details of a fan-out: which provider trade, how many orders the transaction stored (each
+    is found through the signal's intents)."""
+    return {
+        "strategy_id": strategy.id,
+        "provider_account_id": strategy.account_id,
+        "provider_trade_id": signal.provider_trade_id,
+        "symbol": signal.symbol,
+        "orders": orders,
+    }
 
 
 def _ticket(intent: CopyIntent) -> OrderTicket:

@@ -74,3 +74,28 @@ class CopyEventRepository:
         if since is not None:
             stmt = stmt.where(CopyEventRow.created_at >= since)
         return {str(reason): int(count) for reason, count in await self.session.execute(stmt)}
+
+    # --- issue 8 REST (H8r): the feed filtered by kind and time -------------------------------------
+
+    async def page_filtered(
+        self,
+        subscription_id: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        descending: bool = True,
+    ) -> Page[CopyEvent]:
+        """One page of a subscription's events by id, only those of ``kinds`` created in [since, until)."""
+        stmt = select(CopyEventRow).where(CopyEventRow.subscription_id == subscription_id)
+        if kinds is not None:
+            stmt = stmt.where(CopyEventRow.kind.in_(list(kinds)))
+        if since is not None:
+            stmt = stmt.where(CopyEventRow.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(CopyEventRow.created_at < until)
+        return await fetch_page(
+            self.session, stmt, CopyEventRow.id, copy_event_from_row, limit=limit, after=after, descending=descending
+        )

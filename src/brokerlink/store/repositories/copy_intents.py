@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.copy import PROTECTIVE_ACTIONS, CopyIntent, IntentStatus, intent_sources
 from brokerlink.store.mapping import copy_intent_from_row, struct_values
-from brokerlink.store.models import CopyIntentRow
+from brokerlink.store.models import CopyIntentRow, SubscriptionRow
 from brokerlink.store.repositories._common import FRESH, Page, check_limit, fetch_page, insert_rows, rowcount
 
 
@@ -125,6 +125,23 @@ class CopyIntentRepository:
         )
         return await self._list(stmt, 500)
 
+    async def any_protective_open(self, strategy_id: str) -> bool:
+        """Whether any subscription of the strategy has a stop-loss or take-profit intent without a final
+        outcome (what :meth:`list_protective_open` would list), in one indexed query."""
+        stmt = (
+            select(CopyIntentRow.id)
+            .join(SubscriptionRow, SubscriptionRow.id == CopyIntentRow.subscription_id)
+            .where(
+                SubscriptionRow.strategy_id == strategy_id,
+                CopyIntentRow.status.in_(
+                    [IntentStatus.PENDING.value, IntentStatus.SENT.value, IntentStatus.ACKNOWLEDGED.value]
+                ),
+                CopyIntentRow.action.in_([a.value for a in PROTECTIVE_ACTIONS]),
+            )
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
     async def set_pending_qty(self, intent_id: str, qty: Decimal, *, now: datetime) -> bool:
         """Shrink a ``pending`` intent before it is sent (a close clamped to what the follower still
         holds after its protective order filled). False if it is no longer pending."""
@@ -204,3 +221,28 @@ class CopyIntentRepository:
             .execution_options(synchronize_session=False)
         )
         return rowcount(await self.session.execute(stmt)) > 0
+
+    # --- issue 8 REST (H8r): the list filtered by symbol and time -----------------------------------
+
+    async def page_filtered(
+        self,
+        subscription_id: str,
+        *,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        descending: bool = True,
+    ) -> Page[CopyIntent]:
+        """One page of a subscription's intents by id, only those in (follower) ``symbol`` created in [since, until)."""
+        stmt = select(CopyIntentRow).where(CopyIntentRow.subscription_id == subscription_id)
+        if symbol is not None:
+            stmt = stmt.where(CopyIntentRow.symbol == symbol)
+        if since is not None:
+            stmt = stmt.where(CopyIntentRow.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(CopyIntentRow.created_at < until)
+        return await fetch_page(
+            self.session, stmt, CopyIntentRow.id, copy_intent_from_row, limit=limit, after=after, descending=descending
+        )

@@ -166,6 +166,32 @@ class CopyLinkRepository:
         )
         return rowcount(await self.session.execute(stmt)) > 0
 
+    # --- issue 8 REST (H8r): the list filtered by symbol and time -----------------------------------
+
+    async def page_filtered(
+        self,
+        subscription_id: str,
+        *,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        descending: bool = True,
+    ) -> Page[CopyLink]:
+        """One page of a subscription's links by id, only those whose provider or follower symbol is
+        ``symbol`` and opened in [since, until)."""
+        stmt = select(CopyLinkRow).where(CopyLinkRow.subscription_id == subscription_id)
+        if symbol is not None:
+            stmt = stmt.where((CopyLinkRow.provider_symbol == symbol) | (CopyLinkRow.follower_symbol == symbol))
+        if since is not None:
+            stmt = stmt.where(CopyLinkRow.opened_at >= since)
+        if until is not None:
+            stmt = stmt.where(CopyLinkRow.opened_at < until)
+        return await fetch_page(
+            self.session, stmt, CopyLinkRow.id, copy_link_from_row, limit=limit, after=after, descending=descending
+        )
+
 
 def _check_qty(qty: Decimal) -> None:
     if qty < 0:

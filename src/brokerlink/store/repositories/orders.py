@@ -7,6 +7,7 @@ the order it already placed instead of placing a second one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -116,3 +117,28 @@ class OrderRepository:
             select(OrderRow).where(OrderRow.account_id == account_id, OrderRow.status.in_(_OPEN)).order_by(OrderRow.id)
         )
         return [order_from_row(row) for row in (await self.session.execute(stmt)).scalars()]
+
+    # --- issue 8 REST (H8r): lists filtered by symbol and time --------------------------------------
+
+    async def page_for_account(
+        self,
+        account_id: str,
+        *,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        descending: bool = True,
+    ) -> Page[Order]:
+        """One page of an account's orders by id, only those in ``symbol`` and created in [since, until)."""
+        stmt = select(OrderRow).where(OrderRow.account_id == account_id)
+        if symbol is not None:
+            stmt = stmt.where(OrderRow.symbol == symbol)
+        if since is not None:
+            stmt = stmt.where(OrderRow.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(OrderRow.created_at < until)
+        return await fetch_page(
+            self.session, stmt, OrderRow.id, order_from_row, limit=limit, after=after, descending=descending
+        )
