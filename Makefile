@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(TOOLS)/bin/uv)
 PY := $(VENV)/bin/python
 PORT ?=
 
-.PHONY: help demo test check lint format typecheck layers pytest install services services-stop serve bench clean
+.PHONY: help demo test check lint format typecheck layers pytest install services services-stop serve bench specs clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ services-stop: ## Stop the test PostgreSQL and Redis
 
 bench: install ## Run the benchmarks in quick mode (see bench/README.md)
 	@for b in $(filter-out bench/_%,$(wildcard bench/*.py)); do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+specs: install ## Write docs/openapi.json and docs/asyncapi.json from the code (commit them; a test checks they are current)
+	$(VENV)/bin/brokerlink specs write
 
 clean: ## Remove the virtual environment, caches and local state (var/)
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .hypothesis var

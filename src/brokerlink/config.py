@@ -279,7 +279,44 @@ class Settings(BaseSettings):
     )
     resource_token_cache_size: int = Field(default=10_000, ge=1, description="Access tokens kept in memory at most.")
     # --- issue 8: stream protocol (H8s) ---
+    stream_replay: int = Field(
+        default=1000, ge=10, le=100_000, description="Events each account, copy and alert channel keeps for resume."
+    )
+    stream_replay_keep_s: float = Field(
+        default=300.0,
+        ge=1,
+        description="How long a channel nobody follows keeps recording (and its replay buffer), for resumes.",
+    )
+    stream_buffer: int = Field(
+        default=2000,
+        ge=10,
+        description="Account, copy and alert messages one socket may have unsent; past it the socket closes (1013).",
+    )
+    stream_heartbeat_s: int = Field(
+        default=15, ge=1, le=300, description="Seconds between server heartbeats; three silent ones close a socket."
+    )
+    stream_copy_poll_s: float = Field(
+        default=0.2, gt=0, le=60, description="How often the stream reads new copy events from the database."
+    )
+    stream_max_subscriptions: int = Field(default=100, ge=1, description="Channels one socket may follow at once.")
     # --- issue 8: market data (H8m) ---
+    market_data_account: str | None = Field(
+        default=None,
+        description="Account id (acc_...) whose broker link serves /v1/stream market channels first; "
+        "default: any connected account whose broker lists the symbol.",
+    )
+    market_depth_levels: int = Field(
+        default=10, ge=1, le=100, description="Levels per side in depth:{symbol} stream messages."
+    )
+    market_trades_kept: int = Field(
+        default=50, ge=0, le=1000, description="Recent trades a trades:{symbol} snapshot carries."
+    )
+    market_retry_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="How often a market channel whose source dropped looks for another live one.",
+    )
     # --- issue 8: REST (H8r) ---
     # --- idempotency keys and CORS (ADR 0026) ---
     idempotency_ttl_seconds: int = Field(

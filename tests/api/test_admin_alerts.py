@@ -121,7 +121,7 @@ async def test_acknowledge_then_resolve(app: Litestar, admin: httpx.AsyncClient)
         200, "resolved", me["id"],
     )  # fmt: skip
     assert (await admin.post(f"/v1/admin/alerts/{alert['id']}/resolve")).status_code == 200
-    assert_problem(await admin.post(f"/v1/admin/alerts/{alert['id']}/acknowledge"), 409, "conflict")
+    assert_problem(await admin.post(f"/v1/admin/alerts/{alert['id']}/acknowledge"), 409, "alert_resolved")
     assert_problem(await admin.post("/v1/admin/alerts/alr_01JD3X4T2W6N9Q8R7S5V4B3C2A/resolve"), 404, "not_found")
     assert_problem(await admin.get("/v1/admin/alerts/alr_01JD3X4T2W6N9Q8R7S5V4B3C2A"), 404, "not_found")
 
@@ -145,7 +145,7 @@ async def test_alerts_are_paged_newest_first_and_filtered(app: Litestar, admin: 
     assert seen == [f"acc_{n}:USD" for n in reversed(range(5))]
     [drift] = (await admin.get("/v1/admin/alerts", params={"rule": "reconcile_drift"})).json()["data"]
     assert drift["labels"] == {"subscription_id": "sub_1", "drifted": "2"}
-    assert_problem(await admin.get("/v1/admin/alerts", params={"status": "snoozed"}), 422, "invalid_input")
+    assert_problem(await admin.get("/v1/admin/alerts", params={"status": "snoozed"}), 422, "invalid_filter")
     assert_problem(await admin.get("/v1/admin/alerts", params={"limit": "0"}), 422, "invalid_input")
 
 

@@ -46,7 +46,7 @@ async def test_paused_symbols_are_listed_and_resumed_with_an_event(
     subscription: dict[str, Any],  # noqa: F811
 ) -> None:
     url = f"/v1/subscriptions/{subscription['id']}/paused-symbols"
-    assert await get_json(alice, url) == {"data": []}
+    assert await get_json(alice, url) == {"data": [], "next_after": None}
     await _pause(app, subscription["id"], "EUR/USD")
     await _pause(app, subscription["id"], "GBP/USD", rejects=5)
     listed = (await get_json(alice, url))["data"]

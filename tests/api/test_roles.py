@@ -86,7 +86,7 @@ async def test_an_admin_grants_the_provider_role(
 
 async def test_role_changes_are_validated(app: Litestar, admin: httpx.AsyncClient) -> None:
     root_id = await user_id(app, "root@example.com")
-    assert_problem(await admin.patch(f"/v1/admin/users/{root_id}", json={"role": "user"}), 409, "conflict")
+    assert_problem(await admin.patch(f"/v1/admin/users/{root_id}", json={"role": "user"}), 409, "own_admin_role")
     assert_problem(await admin.patch(f"/v1/admin/users/{root_id}", json={"role": "owner"}), 422, "invalid_input")
     extra = {"role": "admin", "email": "x@example.com"}
     assert_problem(await admin.patch(f"/v1/admin/users/{root_id}", json=extra), 422, "invalid_input")

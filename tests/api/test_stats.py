@@ -119,7 +119,7 @@ async def test_a_strategy_curve_shows_amounts_to_its_provider_only(
     bad = await bob.get(f"/v1/strategies/{world.public}/equity", params={"interval": "soon"})
     assert_problem(bad, 422, "invalid_input")
     naive = await bob.get(f"/v1/strategies/{world.public}/equity", params={"since": "2026-11-01T00:00:00"})
-    assert_problem(naive, 422, "invalid_input")
+    assert_problem(naive, 422, "invalid_filter")
 
 
 async def test_a_private_strategy_is_404_to_everyone_but_its_provider(

@@ -186,7 +186,9 @@ async def test_endpoints_per_user_are_capped_and_paged(
     _, url = receiver
     ids = [(await _create(alice, url))["id"] for _ in range(3)]
     assert_problem(
-        await alice.post("/v1/webhooks", json={"url": url, "event_types": ["order.filled"]}), 409, "conflict"
+        await alice.post("/v1/webhooks", json={"url": url, "event_types": ["order.filled"]}),
+        409,
+        "webhook_endpoint_limit",
     )
     first = (await alice.get("/v1/webhooks?limit=2")).json()
     second = (await alice.get(f"/v1/webhooks?limit=2&after={first['next_after']}")).json()

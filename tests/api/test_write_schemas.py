@@ -45,6 +45,8 @@ ALLOWED_SECRET_LOOKALIKES = {
     ("POST", "/v1/admin/alert-webhooks", "$.secret"): "the webhook signing secret, shown once to the admin",
     ("POST", "/v1/webhooks", "$.secret"): "the endpoint's signing secret, shown once to the user registering it",
     ("GET", "/v1/brokers", "$.data[].credential_fields"): "the names of a broker's credential fields, no values",
+    ("GET", "/v1/admin/brokers", "$.data[].credential_fields"): "the same names, in the administrators' view",
+    ("GET", "/v1/admin/brokers/{kind}", "$.credential_fields"): "the same names, for one broker kind",
     ("GET", "/v1/admin/clients", "$.data[].token_endpoint_auth_method"): "a method name (private_key_jwt)",
     ("POST", "/v1/admin/clients", "$.token_endpoint_auth_method"): "a method name",
     ("GET", "/v1/admin/clients/{client_id}", "$.token_endpoint_auth_method"): "a method name",

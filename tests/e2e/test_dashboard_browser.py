@@ -219,12 +219,12 @@ async def sign_up_and_link(api: APIRequestContext, server: str, venue: SimHarnes
 
 
 async def check_quotes_move(quotes: Locator) -> None:
-    """The account's first six instruments get prices, and then the prices change."""
+    """The account's first six instruments (the API lists them by symbol) get prices, and then the prices change."""
     from playwright.async_api import expect
 
     await expect(quotes.locator("[data-role=quote-status]")).to_contain_text("Live", timeout=WAIT_MS)
     await expect(quotes.locator("tbody th")).to_have_text(
-        ["EUR/USD", "GBP/USD", "USD/JPY", "AUD/USD", "USD/CHF", "USD/CAD"]
+        ["AUD/USD", "EUR/GBP", "EUR/JPY", "EUR/USD", "GBP/USD", "USD/CAD"]
     )
     prices = quotes.locator("td.bid, td.ask")
     for i in range(12):

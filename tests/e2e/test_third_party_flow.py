@@ -1,6 +1,6 @@
 """The example third-party app (examples/third_party_app.py) end to end, against the app in-process.
 
-The app runs its own functions, step by step, as its ``run`` does: metadata, PAR with
+The app runs its own steps, as its ``run`` does, through ``brokerlink.client``: metadata, PAR with
 ``private_key_jwt`` and ``dpop_jkt``, the code exchange with DPoP, and DPoP-bound reads. Only the
 browser is played by the test: Alice, signed in with MFA, follows the authorization URL, lands on
 the consent page, ticks one of her two accounts and approves with her authenticator code; the
@@ -10,31 +10,27 @@ sees exactly the consented account, and an access token without its DPoP proof g
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import json
 import sys
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
-from pydantic import SecretStr
 
 from brokerlink.app.factory import create_app
-from brokerlink.config import Settings
-from brokerlink.domain.enums import Role
+from brokerlink.client import AsyncBrokerlink, Authorization, FlowError, OAuthClient
 from brokerlink.kit.clock import ManualClock
-from brokerlink.store.db import Database
-from brokerlink.store.repositories.users import UserRepository
-from tests.api.mfa_support import Authenticator, enrol_totp
-from tests.api.support import PASSWORD, asgi_client, link_account, running, with_csrf
+from tests.api.support import asgi_client, link_account, running
+from tests.client.support import ORIGIN, approve, register_app, registered, serve, server_time, settings
+from tests.contract.harness import free_port
 
-ISSUER = "https://testserver.local"  # the in-process clients' base URL (tests/api/support.py)
+ISSUER = ORIGIN  # the in-process clients' base URL (tests/api/support.py)
 REDIRECT_URI = "http://127.0.0.1:8765/callback"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "third_party_app.py"
 
@@ -44,7 +40,7 @@ def load_example() -> ModuleType:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -59,53 +55,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def app(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Litestar]:
-    settings = Settings(
-        data_dir=tmp_path,
-        environment="test",
-        secret_key=SecretStr("third-party-flow-secret-key-long-enough-0123456"),
-        log_level="warning",
-        log_format="console",
-        oauth_issuer=ISSUER,
-        rate_limit_user="1000/second",
-        rate_limit_ip="1000/second",
-    )
-    created = create_app(settings, clock=clock, configure_logs=False)
+    created = create_app(settings(tmp_path), clock=clock, configure_logs=False)
     async with running(created):
         yield created
-
-
-async def signed_in(
-    app: Litestar, clock: ManualClock, email: str, name: str
-) -> tuple[httpx.AsyncClient, Authenticator]:
-    c = asgi_client(app)
-    await with_csrf(c)
-    registered = await c.post("/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": name})
-    assert registered.status_code == 201, registered.text
-    return c, await enrol_totp(c, clock)
-
-
-async def register_app(app: Litestar, clock: ManualClock, public_jwks: dict[str, Any]) -> str:
-    """An admin registers the third-party app (as ``brokerlink clients create`` would)."""
-    admin, _ = await signed_in(app, clock, "admin@example.com", "Admin")
-    database: Database = app.state.db
-    async with database.session() as s:
-        user = await UserRepository(s).get_by_email("admin@example.com")
-        assert user is not None
-        await UserRepository(s).set_role(user.id, Role.ADMIN, now=clock.now())
-        await s.commit()
-    body = {
-        "name": "Portfolio Tracker",
-        "redirect_uris": [REDIRECT_URI],
-        "jwks": public_jwks,
-        "scopes": ["accounts:read", "balances:read"],
-    }
-    try:
-        created = await admin.post("/v1/admin/clients", json=body)
-    finally:
-        await admin.aclose()
-    assert created.status_code == 201, created.text
-    client_id: str = created.json()["id"]
-    return client_id
 
 
 async def test_the_example_app_runs_the_whole_flow_and_lists_the_consented_accounts(
@@ -113,41 +65,27 @@ async def test_the_example_app_runs_the_whole_flow_and_lists_the_consented_accou
 ) -> None:
     key_file = tmp_path / "app-key.json"
     public_jwks = example.new_key(key_file)
-    client_id = await register_app(app, clock, json.loads(public_jwks))
-    alice, device = await signed_in(app, clock, "alice@example.com", "Alice")
+    client_id = await register_app(
+        app, clock, json.loads(public_jwks), redirect_uri=REDIRECT_URI, scopes=["accounts:read", "balances:read"]
+    )
+    alice, device = await registered(app, clock, "alice@example.com", "Alice")
     _, shared_account = await link_account(app, "alice@example.com", "Alice")
     _, private_account = await link_account(app, "alice@example.com", "Savings")
 
     async with contextlib.aclosing(alice), asgi_client(app) as http:
-        third_party = example.App(
-            issuer=ISSUER, client_id=client_id, key=example.load_private_key(key_file), redirect_uri=REDIRECT_URI
+        oauth = OAuthClient(
+            http, issuer=ISSUER, client_id=client_id, key=example.load_private_key(key_file), clock=server_time(clock)
         )
-        third_party.clock = third_party.dpop.clock = lambda: clock.now().timestamp()  # the server's time
-        await example.discover(http, third_party)
-        authorization = await example.push_authorization_request(http, third_party)
-
-        # The browser: /authorize, the consent page, approval with MFA.
-        r = await alice.get(authorization.url)
-        assert r.status_code == 303, r.text
-        r = await alice.get(r.headers["location"])
-        assert r.status_code == 303, r.text
-        consent_path = r.headers["location"]
-        page = await alice.get(consent_path)
-        assert page.status_code == 200
-        assert "Portfolio Tracker" in page.text
-        clock.advance(timedelta(seconds=30))  # a fresh TOTP step (the enrolment used the current one)
-        form = {"decision": "approve", "account_ids": [shared_account], "code": device.code(clock)}
-        answer = await alice.post(f"{consent_path}/decision", data=form)
-        assert answer.status_code == 303, answer.text
-        redirected_to = answer.headers["location"]
+        authorization = await example.start(oauth, REDIRECT_URI)
+        redirected_to = await approve(alice, device, clock, authorization.url, [shared_account])
         assert redirected_to.startswith(REDIRECT_URI + "?")
 
-        code = example.read_callback(third_party, authorization, redirected_to)
-        tokens = await example.exchange_code(http, third_party, authorization, code)
+        tokens = await example.finish(oauth, authorization, redirected_to)
         assert tokens.token_type.lower() == "dpop"
         assert set(tokens.scope.split()) == {"accounts:read", "balances:read"}
-        accounts = await example.list_accounts(http, third_party, tokens)
-        assert [a["id"] for a in accounts] == [shared_account]
+        api = AsyncBrokerlink.with_tokens(ISSUER, tokens, oauth.dpop, oauth=oauth, http=http)
+        accounts = await example.list_accounts(api)
+        assert [a.id for a in accounts] == [shared_account]
         assert private_account not in str(accounts)
 
         # The token alone (no proof, or as a Bearer token) opens nothing.
@@ -158,15 +96,62 @@ async def test_the_example_app_runs_the_whole_flow_and_lists_the_consented_accou
 
 
 def test_the_redirect_is_checked_for_state_and_issuer() -> None:
-    third_party = example.App(issuer=ISSUER, client_id="app_x", key=None, redirect_uri=REDIRECT_URI)
-    pending = example.Authorization(url="", state="s1", verifier="v")
+    oauth = OAuthClient(None, issuer=ISSUER, client_id="app_x", key=None)  # type: ignore[arg-type]
+    pending = Authorization(url="", state="s1", verifier="v", redirect_uri=REDIRECT_URI)
     ok = f"{REDIRECT_URI}?code=c1&state=s1&iss={ISSUER}"
-    assert example.read_callback(third_party, pending, ok) == "c1"
+    assert oauth.read_callback(pending, ok) == "c1"
     for bad in (
         f"{REDIRECT_URI}?code=c1&state=other&iss={ISSUER}",
         f"{REDIRECT_URI}?code=c1&state=s1&iss=https://evil.example",
         f"{REDIRECT_URI}?code=c1&state=s1",
         f"{REDIRECT_URI}?error=access_denied&state=s1&iss={ISSUER}",
     ):
-        with pytest.raises(example.FlowError):
-            example.read_callback(third_party, pending, bad)
+        with pytest.raises(FlowError):
+            oauth.read_callback(pending, bad)
+
+
+def test_the_cli_writes_a_key_and_prints_its_public_half(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key_file = tmp_path / "app-key.json"
+    assert example.main(["--key", str(key_file), "--new-key"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    [public] = printed["keys"]
+    assert "d" not in public
+    assert json.loads(key_file.read_text())["d"]
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert example.load_private_key(key_file).is_private
+
+
+async def test_the_script_runs_against_a_served_app_with_its_loopback_listener(tmp_path: Path) -> None:
+    """``run`` as the CLI calls it: real sockets to the server and to the app's redirect listener."""
+    clock = ManualClock()
+    port, listener_port = free_port(), free_port()
+    origin = f"http://127.0.0.1:{port}"
+    redirect_uri = f"http://127.0.0.1:{listener_port}/callback"
+    app = create_app(settings(tmp_path, oauth_issuer=origin, resource_origin=origin), clock=clock, configure_logs=False)
+    async with serve(app, port):
+        key_file = tmp_path / "app-key.json"
+        client_id = await register_app(
+            app, clock, json.loads(example.new_key(key_file)), redirect_uri=redirect_uri, scopes=["accounts:read"]
+        )
+        alice, device = await registered(app, clock, "alice@example.com", "Alice")
+        _, shared = await link_account(app, "alice@example.com", "Alice")
+        browsing: list[asyncio.Task[None]] = []
+
+        async def browser(url: str) -> None:  # Alice approves; her browser follows the redirect
+            redirected_to = await approve(alice, device, clock, url.removeprefix(origin), [shared])
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(redirected_to)).status_code == 200
+
+        async with contextlib.aclosing(alice):
+            accounts = await example.run(
+                origin,
+                client_id,
+                example.load_private_key(key_file),
+                port=listener_port,
+                scope="accounts:read",
+                open_browser=lambda url: browsing.append(asyncio.create_task(browser(url))),
+                timeout_s=30,
+                clock=server_time(clock),
+            )
+            await asyncio.gather(*browsing)
+    assert [(a.id, a.name) for a in accounts] == [(shared, "Alice")]

@@ -56,7 +56,7 @@ async def test_check_constraints_match_the_models(engine: AsyncEngine) -> None:
 
 
 async def test_revision_is_head_after_upgrade(database_url: str) -> None:
-    assert head_revision() == "0017"  # 0007-0015: issues 6, 9, 5; 0016 copy SL/TP (4); 0017 webhooks (8)
+    assert head_revision() == "0018"  # 0007-0015: issues 6, 9, 5; 0016 copy SL/TP (4); 0017-0018 webhooks (8)
     assert await current_revision(database_url) == head_revision()
 
 

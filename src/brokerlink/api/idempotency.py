@@ -29,20 +29,31 @@ It adds three things to the handler, each at the point of the request where it b
 
 Only what a retry needs is stored: a SHA-256 of the key, a SHA-256 of the request (method, path,
 query and canonical JSON body: key order and spacing do not matter), and the response's status,
-body and the headers a retry must see (content type, location, ETag). Routes using this must not
-return secrets in their responses. Rows expire after ``idempotency_ttl_seconds`` and the retention
-service purges them.
+body and the headers a retry must see (content type, location, ETag). Rows expire after
+``idempotency_ttl_seconds`` and the retention service purges them.
+
+**Sealed responses.** A route whose response carries a secret shown once (a webhook's signing
+secret) uses ``@idempotent(sealed=True)``: its stored body is encrypted (AES-256-GCM, bound to the
+request's fingerprint) under a key derived (HKDF-SHA256) from the ``Idempotency-Key`` itself, which
+is never stored. Only a retry presenting the key can read the response again; a copy of the
+database cannot. Clients should use random keys (a UUID) for such requests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -68,6 +79,10 @@ KEPT_HEADERS = frozenset({"content-type", "location", "etag", "last-modified"})
 """Response headers a replay carries again; the rest (request id, rate limits, dates) belong to each request."""
 _KEY_RE = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 _STATE_KEY = "brokerlink.idempotency"
+SEALED_OPT = "idempotency_sealed"
+"""Route ``opt`` key set by ``@idempotent(sealed=True)``."""
+_SEALED_PREFIX = b"sealed1:"
+_NONCE_BYTES = 12
 _log = get_logger("brokerlink.idempotency")
 
 
@@ -85,6 +100,14 @@ class IdempotencyKeyInUse(BrokerlinkError):
     status = 409
     code = "idempotency_key_in_use"
     title = "Idempotency key in use"
+
+
+class _Claimed(msgspec.Struct, frozen=True):
+    """What the middleware needs of a claimed key: its row, and the sealing key of a sealed route."""
+
+    row_id: str
+    secret_key: bytes | None
+    fingerprint: str
 
 
 class _Replay(Exception):
@@ -129,6 +152,26 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def sealing_key(key: str, owner: str) -> bytes:
+    """The AES-256 key a sealed response is stored under: derived from the client's key, never stored."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"brokerlink-idempotency-v1", info=owner.encode())
+    return hkdf.derive(key.encode())
+
+
+def seal(secret_key: bytes, fingerprint: str, body: bytes) -> bytes:
+    """``body`` encrypted for storage, bound to the request's fingerprint."""
+    nonce = os.urandom(_NONCE_BYTES)
+    return _SEALED_PREFIX + nonce + AESGCM(secret_key).encrypt(nonce, body, fingerprint.encode())
+
+
+def unseal(secret_key: bytes, fingerprint: str, stored: bytes) -> bytes:
+    """The body :func:`seal` stored (raises ``InvalidTag`` when the key or the request differs)."""
+    if not stored.startswith(_SEALED_PREFIX):
+        return stored
+    sealed = stored[len(_SEALED_PREFIX) :]
+    return AESGCM(secret_key).decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], fingerprint.encode())
+
+
 def _valid_key(value: str) -> str:
     if not _KEY_RE.fullmatch(value):
         message = f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
@@ -139,7 +182,7 @@ def _valid_key(value: str) -> str:
     return value
 
 
-async def claim_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def claim_key(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Guard: claim the request's ``Idempotency-Key`` (no header: nothing to do).
 
     Raises :class:`IdempotencyKeyReused` or :class:`IdempotencyKeyInUse`, or answers a retry of a
@@ -161,20 +204,29 @@ async def claim_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
         # claim below would otherwise wait for this request's own write lock.
         await shared.commit()
     scope = connection.scope
+    owner = owner_of(principal)
+    fingerprint = request_hash(scope["method"], scope["path"], scope.get("query_string", b""), body)
+    secret_key = sealing_key(key, owner) if handler.opt.get(SEALED_OPT) else None
     async with database.session() as session:
         claim = await IdempotencyRepository(session).claim(
-            owner=owner_of(principal),
+            owner=owner,
             key_hash=key_hash(key),
-            request_hash=request_hash(scope["method"], scope["path"], scope.get("query_string", b""), body),
+            request_hash=fingerprint,
             now=clock.now(),
             lease=timedelta(seconds=settings.idempotency_lease_seconds),
             ttl=timedelta(seconds=settings.idempotency_ttl_seconds),
         )
         await session.commit()
     if claim.outcome == "run":
-        scope.setdefault("state", {})[_STATE_KEY] = claim.row_id
+        scope.setdefault("state", {})[_STATE_KEY] = _Claimed(claim.row_id or "", secret_key, fingerprint)
     elif claim.outcome == "replay" and claim.response is not None:
-        raise _Replay(claim.response)
+        response = claim.response
+        if secret_key is not None:
+            try:
+                response = msgspec.structs.replace(response, body=unseal(secret_key, fingerprint, response.body))
+            except InvalidTag:  # the same hash of the key and of the request, another key: never in practice
+                raise IdempotencyKeyReused(f"this {IDEMPOTENCY_HEADER} was used for a different request") from None
+        raise _Replay(response)
     elif claim.outcome == "mismatch":
         raise IdempotencyKeyReused(f"this {IDEMPOTENCY_HEADER} was used for a different request")
     else:
@@ -206,29 +258,30 @@ class IdempotencyMiddleware:
 
         async def hold(message: Message) -> None:
             nonlocal done
-            row_id = scope.get("state", {}).get(_STATE_KEY)
-            if row_id is None:
+            claimed = scope.get("state", {}).get(_STATE_KEY)
+            if claimed is None:
                 await send(message)
                 return
             held.append(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 done = True
-                await _settle(scope, row_id, held)
+                await _settle(scope, claimed, held)
                 for item in held:
                     await send(item)
 
         try:
             await self.app(scope, receive, hold)
         finally:
-            row_id = scope.get("state", {}).pop(_STATE_KEY, None)
-            if row_id is not None and not done:
+            claimed = scope.get("state", {}).pop(_STATE_KEY, None)
+            if claimed is not None and not done:
                 # The route raised past its exception handlers, or never finished its answer.
-                await _release(scope, row_id)
+                await _release(scope, claimed.row_id)
 
 
-async def _settle(scope: Scope, row_id: str, messages: list[Message]) -> None:
+async def _settle(scope: Scope, claimed: _Claimed, messages: list[Message]) -> None:
     start = next(m for m in messages if m["type"] == "http.response.start")
     status = int(start["status"])
+    row_id = claimed.row_id
     scope["state"].pop(_STATE_KEY, None)
     if status >= 500:
         await _release(scope, row_id)
@@ -239,6 +292,8 @@ async def _settle(scope: Scope, row_id: str, messages: list[Message]) -> None:
         if name.decode("latin-1").lower() in KEPT_HEADERS
     ]
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    if claimed.secret_key is not None:
+        body = seal(claimed.secret_key, claimed.fingerprint, body)
     database: Database = scope["litestar_app"].state.db
     async with database.session() as session:
         await IdempotencyRepository(session).complete(row_id, StoredResponse(status=status, headers=headers, body=body))
@@ -275,15 +330,28 @@ IdempotencyKey = Annotated[
 guard reads the header itself, before the handler runs."""
 
 
-def idempotent(handler: HTTPRouteHandler) -> HTTPRouteHandler:
+@overload
+def idempotent(handler: HTTPRouteHandler, *, sealed: bool = False) -> HTTPRouteHandler: ...
+@overload
+def idempotent(handler: None = None, *, sealed: bool = False) -> Callable[[HTTPRouteHandler], HTTPRouteHandler]: ...
+
+
+def idempotent(
+    handler: HTTPRouteHandler | None = None, *, sealed: bool = False
+) -> HTTPRouteHandler | Callable[[HTTPRouteHandler], HTTPRouteHandler]:
     """Make a route handler honour ``Idempotency-Key`` (see the module docstring). Returns ``handler``.
 
-    The handler must declare ``idempotency_key: IdempotencyKey = None`` so the OpenAPI document shows
+    ``@idempotent`` or ``@idempotent(sealed=True)`` for a route whose response carries a secret. The
+    handler must declare ``idempotency_key: IdempotencyKey = None`` so the OpenAPI document shows
     the header (a route handler has no other place for a parameter it does not use).
     """
+    if handler is None:
+        return lambda h: idempotent(h, sealed=sealed)
     if "idempotency_key" not in inspect.signature(handler.fn).parameters:
         raise TypeError(f"{handler.handler_name}: declare `idempotency_key: IdempotencyKey = None` to document it")
     handler.guards = [*(handler.guards or []), claim_key]
     handler.middleware = [*(handler.middleware or []), DefineMiddleware(IdempotencyMiddleware)]
     handler.exception_handlers = {**(handler.exception_handlers or {}), _Replay: _replay_response}
+    if sealed:
+        handler.opt = {**handler.opt, SEALED_OPT: True}
     return handler

@@ -11,7 +11,6 @@ from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -23,6 +22,7 @@ from brokerlink.api.accounts.discover import discover_routes
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.admin.alerts import admin_alerts_router
 from brokerlink.api.admin.audit import audit_router
+from brokerlink.api.admin.brokers import admin_brokers_router  # issue 8 H8r (REST)
 from brokerlink.api.admin.users import admin_users_router
 from brokerlink.api.auth.lockout import STATE_KEY as LOCKOUT_STATE_KEY
 from brokerlink.api.auth.lockout import LoginLockout
@@ -50,7 +50,7 @@ from brokerlink.api.ledger.routes import account_ledger_router, ledger_router
 from brokerlink.api.ledger.stats import stats_router
 from brokerlink.api.metrics import metrics
 from brokerlink.api.oauth.routes import oauth_routes
-from brokerlink.api.openapi import openapi_document
+from brokerlink.api.openapi import PublishedOpenAPIConfig, openapi_document
 from brokerlink.api.problems import EXCEPTION_HANDLERS
 from brokerlink.api.ratelimit import RateLimiter, RateLimitMiddleware
 from brokerlink.api.trading.routes import account_trading_router, orders_router
@@ -69,6 +69,7 @@ from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
 from brokerlink.store.migrate import upgrade
 from brokerlink.stream.admin import admin_stream as admin_stream_route
+from brokerlink.stream.asyncapi import asyncapi_json
 from brokerlink.stream.public import public_stream as public_stream_route
 from brokerlink.web import WEB_DIR
 from brokerlink.web.consent import consent_pages
@@ -170,6 +171,7 @@ def create_app(
             admin_users_router,
             webhooks_router,
             # V1 ROUTES issue 8 H8r (REST)
+            admin_brokers_router,
         ],
         before_request=require_json_body,
     )
@@ -179,6 +181,7 @@ def create_app(
             readyz,
             openapi_document,
             # ROUTES issue 8 H8d (specs: /asyncapi.json)
+            asyncapi_json,
             metrics,
             v1,
             *web_routes,
@@ -218,7 +221,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         template_config=TemplateConfig(directory=Path(WEB_DIR / "templates"), engine=JinjaTemplateEngine),
-        openapi_config=OpenAPIConfig(
+        openapi_config=PublishedOpenAPIConfig(
             title="brokerlink API",
             version=__version__,
             description="One secure API over many broker accounts, with copy trading built in.",

@@ -36,6 +36,8 @@ from brokerlink.store.db import Database
 from brokerlink.stream.admin import AdminAlertHub
 from brokerlink.stream.connections import STATE_KEY as STREAM_STATE_KEY
 from brokerlink.stream.connections import StreamHub
+from brokerlink.stream.feeds import CopyEventPoller  # issue 8 H8s
+from brokerlink.stream.market import DeferredSink, MarketSource  # issue 8 H8m
 
 Stop = Callable[[], Awaitable[None]]
 
@@ -109,11 +111,40 @@ async def start_services(  # noqa: PLR0915 - one short block per service
     state[RESOURCE_STATE_KEY] = resource
     stops.append(resource.close)
     # issue 8 H8m: market data source (build it here, hand it to the hub)
+    if state.get("market_source") is None:  # tests may put their own source there first
+        market = MarketSource(
+            links.live_accounts,
+            sink=DeferredSink(lambda: state.get(STREAM_STATE_KEY)),  # the hub, built below, is the sink
+            preferred=settings.market_data_account,
+            depth_levels=settings.market_depth_levels,
+            trades_kept=settings.market_trades_kept,
+            retry_s=settings.market_retry_s,
+        )
+        state["market_source"] = market
+
+        async def stop_market(market: MarketSource = market) -> None:
+            await market.stop()
+            del state["market_source"]  # a restarted app builds a new one
+
+        stops.append(stop_market)
     # issue 8 H8s: the stream hub
-    stream = StreamHub(bus)
+    stream = StreamHub(
+        bus,
+        clock=clock,
+        market=state.get("market_source"),
+        replay=settings.stream_replay,
+        replay_keep_s=settings.stream_replay_keep_s,
+        buffer=settings.stream_buffer,
+        heartbeat_s=settings.stream_heartbeat_s,
+        max_subscriptions=settings.stream_max_subscriptions,
+    )
     state[STREAM_STATE_KEY] = stream
     await stream.start()
     stops.append(stream.stop)
+    copy_feed = CopyEventPoller(database, stream, clock, every_s=settings.stream_copy_poll_s)
+    state.stream_copy_feed = copy_feed
+    await copy_feed.start()
+    stops.append(copy_feed.stop)
     revocations = RevocationFollower(bus)
     revocations.listen(resource.revoked)
     revocations.listen(stream.revoked)

@@ -29,14 +29,17 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
 from brokerlink.domain.enums import OrderType, Side, TimeInForce
 from brokerlink.domain.events import DomainEvent
-from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position, Quote
+from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position, Quote, Trade
 from brokerlink.kit.errors import BrokerlinkError
+from brokerlink.logs import get_logger
+
+_log = get_logger("brokerlink.brokers")  # issue 8 H8m: market listeners' failures
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -351,6 +354,124 @@ class MarketDataAdapter(QuoteFeed):
     @abstractmethod
     def book(self, symbol: str) -> OrderBookView | None:
         """The current book of ``symbol``, or ``None`` while it is not in sync (not yet, or resyncing)."""
+
+
+# --- issue 8: market data push (H8m) ---------------------------------------------------------
+
+
+class FeedState(StrEnum):
+    """What happened to an adapter's market data stream (:meth:`MarketListener.on_feed`)."""
+
+    UP = "up"
+    """The stream (re)connected and its subscriptions are renewed: what arrives from now on is live."""
+    DOWN = "down"
+    """The stream dropped: everything received before is stale. The adapter reconnects by itself."""
+    CLOSED = "closed"
+    """The adapter was closed: nothing more will come from it."""
+
+
+class MarketListener(Protocol):
+    """Receives an adapter's market data as it arrives (:meth:`MarketPush.add_market_listener`).
+
+    Called synchronously from the adapter's stream task, in arrival order: a listener must return
+    quickly and must not raise (an exception is logged and the update goes on to the other listeners).
+    Symbols are canonical; values are the adapter's own immutable structs.
+    """
+
+    def on_quote(self, quote: Quote) -> None:
+        """A new top of book of a symbol subscribed with :meth:`QuoteFeed.subscribe_quotes`."""
+
+    def on_book(self, book: OrderBookView) -> None:
+        """A subscribed book changed (or was (re)built from a snapshot); ``book`` is in sync."""
+
+    def on_trade(self, trade: Trade) -> None:
+        """A public trade print of a symbol subscribed with :meth:`TradeFeed.subscribe_trades`."""
+
+    def on_feed(self, state: FeedState, reason: str | None) -> None:
+        """The stream went up, down or was closed (:class:`FeedState`)."""
+
+
+class MarketPush(ABC):
+    """Optional mix-in for adapters that push market data to listeners instead of only keeping the latest.
+
+    It adds no subscription of its own: what reaches a listener is what the adapter's other mix-ins
+    (:class:`QuoteFeed`, :class:`MarketDataAdapter`, :class:`TradeFeed`) were asked to subscribe. A
+    quote or book from before a :attr:`FeedState.DOWN` is never pushed again as if live.
+    """
+
+    @abstractmethod
+    def add_market_listener(self, listener: MarketListener) -> Callable[[], None]:
+        """Register ``listener``; returns a function that unregisters it (idempotent)."""
+
+
+class TradeFeed(ABC):
+    """Optional mix-in for adapters that stream public trade prints (pushed to :class:`MarketPush` listeners).
+
+    Symbols are canonical; one the venue does not list is refused with :class:`OrderRefused`
+    (``invalid_order``) before anything is subscribed. Subscriptions outlive reconnects.
+    """
+
+    @abstractmethod
+    async def subscribe_trades(self, symbols: Iterable[str]) -> None:
+        """Start streaming the trades of ``symbols``. Idempotent; returns once requested."""
+
+
+class MarketListeners:
+    """The listener registry a :class:`MarketPush` adapter keeps: registration and a fan-out that
+    isolates one failing listener from the others and from the adapter's stream."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[int, MarketListener] = {}
+        self.failures = 0
+        """Updates a listener raised on; only the first failure of each listener is logged (a bug would
+        otherwise log a traceback per tick)."""
+        self._failed: set[int] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
+    def add(self, listener: MarketListener) -> Callable[[], None]:
+        """Register ``listener``; returns its remover."""
+        key = id(listener)
+        self._listeners[key] = listener
+
+        def remove() -> None:
+            if self._listeners.get(key) is listener:
+                del self._listeners[key]
+                self._failed.discard(key)
+
+        return remove
+
+    def _each(self, call: Callable[[MarketListener], None]) -> None:
+        for key, listener in list(self._listeners.items()):
+            try:
+                call(listener)
+            except Exception as exc:  # noqa: BLE001 - a listener's bug must not break the adapter's stream
+                self.failures += 1
+                if key not in self._failed:
+                    self._failed.add(key)
+                    # No traceback: rendering one (with locals, in dev logs) stalls the stream for seconds.
+                    _log.error("market_listener_failed", listener=type(listener).__name__, error=repr(exc))
+
+    def quote(self, quote: Quote) -> None:
+        """Push a quote."""
+        if self._listeners:
+            self._each(lambda listener: listener.on_quote(quote))
+
+    def book(self, book: OrderBookView) -> None:
+        """Push a book."""
+        if self._listeners:
+            self._each(lambda listener: listener.on_book(book))
+
+    def trade(self, trade: Trade) -> None:
+        """Push a trade."""
+        if self._listeners:
+            self._each(lambda listener: listener.on_trade(trade))
+
+    def feed(self, state: FeedState, reason: str | None = None) -> None:
+        """Tell every listener the stream's state."""
+        if self._listeners:
+            self._each(lambda listener: listener.on_feed(state, reason))
 
 
 # --- helpers every adapter uses -----------------------------------------------------------------

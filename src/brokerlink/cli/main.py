@@ -19,6 +19,7 @@ from brokerlink.cli.fees import fees_app
 from brokerlink.cli.ledger import ledger_app
 from brokerlink.cli.retention import retention_app
 from brokerlink.cli.sim import sim_app
+from brokerlink.cli.specs import specs_app
 from brokerlink.cli.statements import statements_app
 from brokerlink.cli.vault import vault_app
 from brokerlink.cli.venue_alpaca import venue_alpaca_app
@@ -51,6 +52,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(venue_alpaca_app, name="venue-alpaca")
 app.add_typer(venue_oanda_app, name="venue-oanda")
 app.add_typer(venue_binance_app, name="venue-binance")
+app.add_typer(specs_app, name="specs")
 
 console = Console()
 err = Console(stderr=True)

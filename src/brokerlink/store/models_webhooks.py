@@ -47,12 +47,18 @@ class WebhookEndpointRow(Base):
     """A URL a user receives events at. ``event_types`` is a JSON list; the secret is in the vault."""
 
     __tablename__ = "webhook_endpoints"
-    __table_args__ = (Index("ix_webhook_endpoints_user_id_id", "user_id", "id"), one_of("status", EndpointStatus))
+    __table_args__ = (
+        Index("ix_webhook_endpoints_user_id_id", "user_id", "id"),
+        Index("ix_webhook_endpoints_consent_id", "consent_id"),
+        one_of("status", EndpointStatus),
+    )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id", ondelete="CASCADE"))
     client_id: Mapped[str | None] = mapped_column(ID)
-    """The app that registered it (for apps' endpoints, later); None for the user's own."""
+    """The app that registered it; None for the user's own."""
+    consent_id: Mapped[str | None] = mapped_column(ID)
+    """The consent the app registered it under (migration 0018): deliveries carry only what it covers."""
     url: Mapped[str] = mapped_column(String(2048))
     description: Mapped[str] = mapped_column(String(500))
     event_types: Mapped[str] = mapped_column(Text)

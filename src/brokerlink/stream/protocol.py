@@ -33,7 +33,7 @@ or heartbeat timeout.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 

@@ -125,7 +125,7 @@ ServiceFactory = Callable[..., WebhookService]
 
 _TABLES = (
     "webhook_attempts", "webhook_deliveries", "webhook_endpoints", "webhook_cursors", "vault_secrets",
-    "accounts", "broker_connections", "users",
+    "accounts", "broker_connections", "oauth_clients", "users",
 )  # fmt: skip
 
 

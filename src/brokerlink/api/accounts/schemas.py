@@ -29,6 +29,8 @@ class AccountList(ResponseBody, kw_only=True):
     """The user's accounts."""
 
     data: list[AccountResponse]
+    next_after: str | None
+    """The cursor of the next page (``after``); null on the last page."""
 
 
 class AccountUpdate(RequestBody, kw_only=True):
@@ -52,6 +54,8 @@ class ConnectionList(ResponseBody, kw_only=True):
     """The user's broker connections."""
 
     data: list[ConnectionResponse]
+    next_after: str | None
+    """The cursor of the next page (``after``); null on the last page."""
 
 
 CredentialName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]

@@ -1,9 +1,11 @@
 """``/v1/admin/alerts`` and ``/v1/admin/alert-webhooks``: what the alert rules raised, and where alerts are sent.
 
 Admins only: any other principal gets 403 (the routes' existence is no secret; the OpenAPI
-document lists them). Lists are newest first and paged by cursor (``limit``, ``after`` = the
-previous ``next_after``). Acknowledging and resolving are idempotent; acknowledging a resolved
-alert is a 409. A webhook's signing secret is in the response that creates it and nowhere else.
+document lists them). Lists are paged by cursor (``limit``, ``after`` = the previous
+``next_after``), alerts newest first and filtered by when they were first seen (``since``,
+``until``). Acknowledging and resolving are idempotent; acknowledging a resolved alert is a 409
+``alert_resolved``. A webhook's signing secret is in the response that creates it and nowhere else
+(adding one takes an ``Idempotency-Key``; its stored response is sealed, :mod:`brokerlink.api.idempotency`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from litestar.params import JSONBody, Parameter
 
 from brokerlink.api.audit import audited, unchanged
 from brokerlink.api.deps import CurrentPrincipal, DbSession
+from brokerlink.api.idempotency import IdempotencyKey, idempotent
+from brokerlink.api.paging import After, Limit, Since, Until, id_cursor, page_of, time_range
 from brokerlink.api.schemas import RequestBody, ResponseBody
 from brokerlink.domain.enums import Role
 from brokerlink.engine.alerts.events import EventType
@@ -30,8 +34,6 @@ from brokerlink.store.repositories.alerts import Alert, AlertDeliveryRepository,
 
 AlertId = Annotated[str, Parameter(description="Alert id (alr_...)", max_length=40)]
 WebhookId = Annotated[str, Parameter(description="Webhook id (awh_...)", max_length=40)]
-Limit = Annotated[int, Parameter(description="Page size", ge=1, le=500)]
-After = Annotated[str | None, Parameter(description="Cursor: next_after of the previous page", max_length=40)]
 StatusFilter = Annotated[AlertStatus | None, Parameter(description="Only alerts in this status")]
 RuleFilter = Annotated[str | None, Parameter(description="Only alerts of this rule", max_length=32)]
 
@@ -77,9 +79,10 @@ class DeliveryResponse(ResponseBody, kw_only=True):
 
 
 class DeliveryList(ResponseBody, kw_only=True):
-    """An alert's deliveries, oldest first."""
+    """A page of an alert's deliveries, oldest first."""
 
     data: list[DeliveryResponse]
+    next_after: str | None
 
 
 class WebhookCreate(RequestBody, kw_only=True):
@@ -104,9 +107,17 @@ class WebhookCreated(WebhookResponse, kw_only=True):
 
 
 class WebhookList(ResponseBody, kw_only=True):
-    """Every configured webhook, oldest first."""
+    """A page of the configured webhooks, oldest first."""
 
     data: list[WebhookResponse]
+    next_after: str | None
+
+
+class AlertResolved(Conflict):
+    """A resolved alert cannot be acknowledged (if its rule fires again, a new alert opens)."""
+
+    code = "alert_resolved"
+    title = "Alert resolved"
 
 
 def _admin(principal: Principal) -> Principal:
@@ -142,10 +153,16 @@ async def list_alerts(  # noqa: PLR0917 - Litestar injects by name
     rule: RuleFilter = None,
     limit: Limit = 50,
     after: After = None,
+    since: Since = None,
+    until: Until = None,
 ) -> AlertList:
-    """Alerts, newest first, optionally only those in one ``status`` or of one ``rule``."""
+    """Alerts, newest first, optionally only those in one ``status`` or of one ``rule``, first seen
+    in [``since``, ``until``)."""
     _admin(principal)
-    page = await AlertRepository(db).list_alerts(status=status, rule=rule, limit=limit, after=after)
+    cursor, period = id_cursor(after, "alr"), time_range(since, until)
+    page = await AlertRepository(db).list_alerts(
+        status=status, rule=rule, since=period.since, until=period.until, limit=limit, after=cursor
+    )
     return AlertList(data=[AlertResponse.of(a) for a in page.items], next_after=page.next_after)
 
 
@@ -157,12 +174,16 @@ async def get_alert(alert_id: AlertId, principal: CurrentPrincipal, db: DbSessio
 
 
 @get("/alerts/{alert_id:str}/deliveries", summary="An alert's webhook deliveries")
-async def list_deliveries(alert_id: AlertId, principal: CurrentPrincipal, db: DbSession) -> DeliveryList:
-    """Each event of the alert sent to each webhook: status, attempts and the last answer."""
+async def list_deliveries(
+    alert_id: AlertId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
+) -> DeliveryList:
+    """Each event of the alert sent to each webhook: status, attempts and the last answer; oldest first."""
     _admin(principal)
+    cursor = id_cursor(after, "adl")
     await _alert(AlertRepository(db), alert_id)
     deliveries = await AlertDeliveryRepository(db).list_for_alert(alert_id)
-    return DeliveryList(data=[DeliveryResponse.of(d) for d in deliveries])
+    page, next_after = page_of(deliveries, lambda d: d.id, limit=limit, after=cursor)
+    return DeliveryList(data=[DeliveryResponse.of(d) for d in page], next_after=next_after)
 
 
 async def _change(  # noqa: PLR0917 - one change's inputs
@@ -179,7 +200,7 @@ async def _change(  # noqa: PLR0917 - one change's inputs
     now = _clock(state).now()
     if event_type == "alert.acknowledged":
         if alert.status is AlertStatus.RESOLVED:
-            raise Conflict("the alert is resolved")
+            raise AlertResolved("the alert is resolved")
         changed = await repository.acknowledge(alert_id, by=principal.user_id, now=now)
     else:
         changed = await repository.resolve(alert_id, by=principal.user_id, now=now)
@@ -214,19 +235,26 @@ async def resolve_alert(
 
 
 @get("/alert-webhooks", summary="List alert webhooks")
-async def list_webhooks(principal: CurrentPrincipal, db: DbSession) -> WebhookList:
-    """Every URL alerts are sent to."""
+async def list_webhooks(
+    principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
+) -> WebhookList:
+    """Every URL alerts are sent to, oldest first."""
     _admin(principal)
-    return WebhookList(data=[WebhookResponse.of(w) for w in await AlertWebhookRepository(db).list_all()])
+    cursor = id_cursor(after, "awh")
+    webhooks = await AlertWebhookRepository(db).list_all()
+    page, next_after = page_of(webhooks, lambda w: w.id, limit=limit, after=cursor)
+    return WebhookList(data=[WebhookResponse.of(w) for w in page], next_after=next_after)
 
 
+@idempotent(sealed=True)
 @post("/alert-webhooks", summary="Add an alert webhook", status_code=201)
-async def create_webhook(
+async def create_webhook(  # noqa: PLR0917 - Litestar injects by name
     request: Request[Any, Any, Any],
     data: JSONBody[WebhookCreate],
     principal: CurrentPrincipal,
     db: DbSession,
     state: State,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> Response[WebhookCreated]:
     """Send every alert event to ``url``, signed (Standard Webhooks). The response carries the
     signing secret, once. 422 for a URL that is not https or resolves to a non-public address."""

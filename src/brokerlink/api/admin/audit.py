@@ -2,7 +2,9 @@
 
 Read-only: the trail is written by the code that makes each change (``brokerlink.security.audit``),
 never through the API. Only the ``admin`` and ``auditor`` roles get in; anyone else gets 403. The
-list is newest first and paged by sequence (``limit``, ``before`` = the previous ``next_before``).
+list is newest first and paged by sequence like every list (``limit``, ``after`` = the previous
+``next_after``, a sequence number as a string); ``before``/``next_before`` (integers) are the same
+cursor under their first names, kept for clients written before issue 8.
 ``/verify`` walks the whole chain and its checkpoints with this server's public key, the same check
 as ``brokerlink audit verify``; a broken chain is an answer (``ok: false``), not an error.
 """
@@ -17,15 +19,16 @@ from litestar import Router, get
 from litestar.params import Parameter
 
 from brokerlink.api.deps import AppSettings, CurrentPrincipal, DbSession
+from brokerlink.api.paging import After, Limit, Since, Until, invalid_cursor, time_range
 from brokerlink.api.schemas import ResponseBody
 from brokerlink.domain.enums import Role
-from brokerlink.kit.errors import InvalidInput
 from brokerlink.security.audit_sign import AuditSigner
 from brokerlink.security.audit_verify import verify
 from brokerlink.store.repositories.audit import AuditRepository, RecordFilter, StoredRecord
 
-Limit = Annotated[int, Parameter(description="Page size", ge=1, le=500)]
-Before = Annotated[int | None, Parameter(description="Cursor: next_before of the previous page", ge=1)]
+Before = Annotated[
+    int | None, Parameter(description="Deprecated: the same cursor as after, as an integer (next_before)", ge=1)
+]
 
 
 class AuditRecordResponse(ResponseBody, kw_only=True):
@@ -56,7 +59,10 @@ class AuditRecordList(ResponseBody, kw_only=True):
     """One page of records, newest first; pass ``next_before`` as ``before`` for the next page."""
 
     data: list[AuditRecordResponse]
+    next_after: str | None
+    """The cursor of the next page (``after``); null on the last page."""
     next_before: int | None
+    """The same cursor as an integer (deprecated: use ``next_after``)."""
 
 
 class AuditVerifyResponse(ResponseBody, kw_only=True):
@@ -73,10 +79,12 @@ class AuditVerifyResponse(ResponseBody, kw_only=True):
     key_id: str
 
 
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-        raise InvalidInput(f"{name}: give a time with a zone, e.g. 2026-11-21T12:00:00Z", extra={"field": name})
-    return value
+def _sequence_cursor(after: str | None, before: int | None) -> int | None:
+    if after is None:
+        return before
+    if not after.isdigit() or int(after) < 1 or (before is not None and int(after) != before):
+        raise invalid_cursor("not a cursor of this list (expected the next_after of its previous page)")
+    return int(after)
 
 
 @get("", summary="List audit records")
@@ -91,23 +99,29 @@ async def list_audit_records(  # noqa: PLR0917 - Litestar injects by name
     ] = None,
     target: Annotated[str | None, Parameter(description="Target, exactly (e.g. ord_...)", max_length=200)] = None,
     outcome: Annotated[Literal["success", "failure", "denied"] | None, Parameter(description="Outcome")] = None,
-    since: Annotated[datetime | None, Parameter(description="At or after this time (ISO 8601 with zone)")] = None,
-    until: Annotated[datetime | None, Parameter(description="Before this time (ISO 8601 with zone)")] = None,
+    since: Since = None,
+    until: Until = None,
     limit: Limit = 50,
+    after: After = None,
     before: Before = None,
 ) -> AuditRecordList:
     """Audit records matching every filter given, newest first. Admins and auditors only."""
     principal.require_role(Role.ADMIN, Role.AUDITOR)
+    cursor, period = _sequence_cursor(after, before), time_range(since, until)
     where = RecordFilter(
         actor_id=actor,
         action_prefix=action,
         target=target,
         outcome=outcome,
-        since=_aware("since", since),
-        until=_aware("until", until),
+        since=period.since,
+        until=period.until,
     )
-    page = await AuditRepository(db).page(where, limit=limit, before=before)
-    return AuditRecordList(data=[AuditRecordResponse.of_stored(r) for r in page.items], next_before=page.next_before)
+    page = await AuditRepository(db).page(where, limit=limit, before=cursor)
+    return AuditRecordList(
+        data=[AuditRecordResponse.of_stored(r) for r in page.items],
+        next_after=None if page.next_before is None else str(page.next_before),
+        next_before=page.next_before,
+    )
 
 
 @get("/verify", summary="Verify the audit trail")

@@ -4,7 +4,8 @@ Any other principal gets 403, an app's token included. A registration names the 
 redirect URIs (``https``, or ``http`` on a loopback host for native apps), its public keys (``jwks``)
 or where to fetch them (``jwks_uri``, on a public address unless allow-listed), the scopes it may
 ever ask for and its grant types. A bad registration is one 422 whose ``errors`` name every bad
-field. ``DELETE`` disables the app and revokes every token it holds.
+field. ``DELETE`` disables the app and revokes every token it holds. Registering takes an
+``Idempotency-Key``; an app carries an ETag, and changing it takes an optional ``If-Match``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from litestar.params import JSONBody, Parameter
 from brokerlink.api.audit import audited, unchanged
 from brokerlink.api.consents.common import publish_after_commit, require_admin
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession
+from brokerlink.api.etags import ETAG_HEADER, IfMatch, check_if_match, content_tag, lock_if_matched, with_etag
+from brokerlink.api.idempotency import IdempotencyKey, idempotent
+from brokerlink.api.paging import After, Limit, id_cursor
 from brokerlink.api.schemas import RequestBody, ResponseBody
 from brokerlink.kit.errors import NotFound
 from brokerlink.security.oauth.clients import (
@@ -32,10 +36,10 @@ from brokerlink.security.oauth.clients import (
     OAuthClient,
 )
 from brokerlink.security.oauth.revocation import TokensRevoked
+from brokerlink.store.models_oauth import OAuthClientRow
 
 ClientId = Annotated[str, Parameter(description="Client id (app_...)", max_length=40)]
-Limit = Annotated[int, Parameter(description="Page size", ge=1, le=500)]
-After = Annotated[str | None, Parameter(description="Cursor: next_after of the previous page", max_length=40)]
+_CLIENT_PREFIXES = ("app", "cli")
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Uri = Annotated[str, msgspec.Meta(max_length=2048)]
 RedirectUris = Annotated[list[Uri], msgspec.Meta(max_length=MAX_REDIRECT_URIS)]
@@ -113,7 +117,8 @@ def _registry(db: DbSession, clock: AppClock, settings: AppSettings) -> ClientRe
     return ClientRegistry(db, clock, ClientPolicy.from_settings(settings))
 
 
-@post("/", summary="Register an app", status_code=201)
+@idempotent
+@post("/", summary="Register an app", status_code=201, response_headers=ETAG_HEADER)
 async def create_client(  # noqa: PLR0917 - Litestar injects by name
     request: Request[Any, Any, Any],
     data: JSONBody[ClientCreate],
@@ -121,6 +126,7 @@ async def create_client(  # noqa: PLR0917 - Litestar injects by name
     db: DbSession,
     clock: AppClock,
     settings: AppSettings,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> Response[ClientResponse]:
     """Register a third-party app; it authenticates with ``private_key_jwt`` using the keys given."""
     require_admin(principal)
@@ -133,7 +139,8 @@ async def create_client(  # noqa: PLR0917 - Litestar injects by name
         request, db, action="oauth_client.create", target=client.id, now=clock.now(),
         details={"name": client.name, "scope": " ".join(client.scopes)},
     )  # fmt: skip
-    return Response(_body(client), status_code=201, headers={"Location": f"/v1/admin/clients/{client.id}"})
+    body = _body(client)
+    return with_etag(body, content_tag(body), 201, location=f"/v1/admin/clients/{client.id}")
 
 
 @get("/", summary="List apps")
@@ -146,21 +153,27 @@ async def list_clients(
 ) -> ClientList:
     """Registered apps in registration order."""
     require_admin(principal)
-    page = await ClientRepository(db).page(limit=limit, after=after, include_disabled=include_disabled)
+    cursor = id_cursor(after, _CLIENT_PREFIXES)
+    page = await ClientRepository(db).page(limit=limit, after=cursor, include_disabled=include_disabled)
     return ClientList(data=[_body(c) for c in page.items], next_after=page.next_after)
 
 
-@get("/{client_id:str}", summary="Get an app")
-async def get_client(client_id: ClientId, principal: CurrentPrincipal, db: DbSession) -> ClientResponse:
-    """One registered app."""
-    require_admin(principal)
+async def _client(db: DbSession, client_id: str) -> OAuthClient:
     client = await ClientRepository(db).get(client_id)
     if client is None:
         raise NotFound("client not found")
-    return _body(client)
+    return client
 
 
-@patch("/{client_id:str}", summary="Change an app's registration")
+@get("/{client_id:str}", summary="Get an app", response_headers=ETAG_HEADER)
+async def get_client(client_id: ClientId, principal: CurrentPrincipal, db: DbSession) -> Response[ClientResponse]:
+    """One registered app, with its ETag."""
+    require_admin(principal)
+    body = _body(await _client(db, client_id))
+    return with_etag(body, content_tag(body))
+
+
+@patch("/{client_id:str}", summary="Change an app's registration", response_headers=ETAG_HEADER)
 async def update_client(  # noqa: PLR0917 - Litestar injects by name
     request: Request[Any, Any, Any],
     client_id: ClientId,
@@ -169,9 +182,13 @@ async def update_client(  # noqa: PLR0917 - Litestar injects by name
     db: DbSession,
     clock: AppClock,
     settings: AppSettings,
-) -> ClientResponse:
-    """Change some fields; the registration that results is checked as a whole (422 naming bad fields)."""
+    if_match: IfMatch = None,
+) -> Response[ClientResponse]:
+    """Change some fields; the registration that results is checked as a whole (422 naming bad fields).
+    With ``If-Match``, only if the app is still at that ETag (412 otherwise)."""
     require_admin(principal)
+    await lock_if_matched(db, if_match, OAuthClientRow, client_id)
+    check_if_match(if_match, content_tag(_body(await _client(db, client_id))), what="app")
     changes = ClientChanges(
         name=data.name, redirect_uris=data.redirect_uris, jwks=data.jwks, jwks_uri=data.jwks_uri,
         scopes=data.scopes, grant_types=data.grant_types,
@@ -182,7 +199,8 @@ async def update_client(  # noqa: PLR0917 - Litestar injects by name
         request, db, action="oauth_client.update", target=client.id, now=clock.now(),
         details={"fields": " ".join(changed)},
     )  # fmt: skip
-    return _body(client)
+    body = _body(client)
+    return with_etag(body, content_tag(body))
 
 
 @delete("/{client_id:str}", summary="Disable an app", status_code=204)

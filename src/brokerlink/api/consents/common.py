@@ -23,6 +23,7 @@ from brokerlink.security.oauth.runtime import issuer_of
 
 __all__ = ["finish_ended", "issuer_of", "publish_after_commit", "require_admin", "require_user"]
 from brokerlink.security.principal import Principal
+from brokerlink.store.repositories.webhooks import WebhookEndpointRepository
 
 _log = get_logger("brokerlink.consents")
 
@@ -62,9 +63,17 @@ async def publish_after_commit(
 
 
 async def finish_ended(request: Request[Any, Any, Any], db: AsyncSession, ended: Sequence[Ended]) -> None:
-    """Audit each consent that changed (revoked, or found expired), commit, and publish the revocations."""
+    """Audit each consent that changed (revoked, or found expired), disable the webhook endpoints the
+    app registered under it (ADR 0033), commit, and publish the revocations."""
+    endpoints = WebhookEndpointRepository(db)
     for item in ended:
         if item.action is not None:
+            how = "revoked" if item.action == "consent.revoke" else "expired"
+            # Part of ending the consent (its one audit record); the webhook service also refuses, per
+            # event, a consent that ended without passing here (one whose time ran out unnoticed).
+            await endpoints.disable_for_consent(
+                item.consent.id, reason=f"the consent it was registered under was {how}", now=item.at
+            )
             await audited(
                 request, db, action=item.action, target=item.consent.id, now=item.at,
                 details={"client_id": item.consent.client_id, "revoked": len(item.token_ids)},

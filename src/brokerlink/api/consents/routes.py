@@ -4,7 +4,8 @@ Only the person who gave a consent sees it: anyone else's is a 404, and an app's
 (apps do not manage consents). Listing or reading a consent whose time is up marks it ``expired``
 and revokes its tokens. ``DELETE`` revokes: the consent becomes ``revoked`` and every token issued
 under it is revoked in the same transaction; after the commit every server process is told, so
-requests and WebSockets using them stop at once.
+requests and WebSockets using them stop at once, and the webhook endpoints the app registered under
+the consent are disabled (``finish_ended``, ADR 0033).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.api.audit import unchanged
 from brokerlink.api.consents.common import finish_ended, require_user
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession
+from brokerlink.api.paging import After, Limit, id_cursor
 from brokerlink.api.schemas import ResponseBody
 from brokerlink.security.oauth.clients import ClientRepository
 from brokerlink.security.oauth.consents import Consent, ConsentService
@@ -26,8 +28,6 @@ from brokerlink.security.oauth.scopes import SCOPE_DESCRIPTIONS
 from brokerlink.store.models_oauth import ConsentStatus
 
 ConsentId = Annotated[str, Parameter(description="Consent id (cns_...)", max_length=40)]
-Limit = Annotated[int, Parameter(description="Page size", ge=1, le=500)]
-After = Annotated[str | None, Parameter(description="Cursor: next_after of the previous page", max_length=40)]
 StatusFilter = Annotated[ConsentStatus | None, Parameter(description="Only consents in this status")]
 
 
@@ -97,8 +97,9 @@ async def list_consents(  # noqa: PLR0917 - Litestar injects by name
 ) -> ConsentList:
     """Every consent you gave (or were asked for), newest first, optionally only those in one ``status``."""
     require_user(principal)
+    cursor = id_cursor(after, "cns")
     page, ended = await ConsentService(db, clock).page_for_user(
-        principal.user_id, limit=limit, after=after, status=status
+        principal.user_id, limit=limit, after=cursor, status=status
     )
     await finish_ended(request, db, ended)
     return ConsentList(data=await _responses(db, list(page.items)), next_after=page.next_after)
@@ -119,8 +120,9 @@ async def get_consent(
 async def revoke_consent(
     request: Request[Any, Any, Any], consent_id: ConsentId, principal: CurrentPrincipal, db: DbSession, clock: AppClock
 ) -> None:
-    """The app loses access at once: the consent is ``revoked`` and every token issued under it stops
-    working. Revoking a consent that has already ended changes nothing (still 204)."""
+    """The app loses access at once: the consent is ``revoked``, every token issued under it stops
+    working, and the webhook endpoints the app registered under it are disabled. Revoking a consent
+    that has already ended changes nothing (still 204)."""
     require_user(principal)
     ended = await ConsentService(db, clock).revoke(consent_id, user_id=principal.user_id)
     if ended.action is None:

@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.api.audit import audited
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession
+from brokerlink.api.paging import After, Limit, checked_symbol, key_cursor, page_of
+from brokerlink.api.paging import Symbol as SymbolFilter
 from brokerlink.api.schemas import ResponseBody
 from brokerlink.api.scopes import needs
 from brokerlink.domain.copy import Subscription
@@ -44,9 +46,10 @@ class PausedSymbolResponse(ResponseBody, kw_only=True):
 
 
 class PausedSymbolList(ResponseBody, kw_only=True):
-    """The subscription's paused symbols, by symbol."""
+    """A page of the subscription's paused symbols, by symbol."""
 
     data: list[PausedSymbolResponse]
+    next_after: str | None
 
 
 async def _subscription(db: AsyncSession, principal: Principal, subscription_id: str) -> Subscription:
@@ -57,13 +60,20 @@ async def _subscription(db: AsyncSession, principal: Principal, subscription_id:
 
 
 @get("/{subscription_id:str}/paused-symbols", summary="A subscription's paused symbols", opt=needs("copy:read"))
-async def list_paused_symbols(
-    subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession
+async def list_paused_symbols(  # noqa: PLR0917 - injected parameters
+    subscription_id: SubscriptionId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    limit: Limit = 50,
+    after: After = None,
+    symbol: SymbolFilter = None,
 ) -> PausedSymbolList:
     """The follower symbols in which no copies open, because the broker refused the last ones in a row."""
+    cursor, wanted = key_cursor(after), checked_symbol(symbol)
     await _subscription(db, principal, subscription_id)
-    paused = await rejects.list_paused(db, subscription_id)
-    return PausedSymbolList(data=[PausedSymbolResponse.of(p) for p in paused])
+    paused = [p for p in await rejects.list_paused(db, subscription_id) if wanted in (None, p.symbol)]
+    page, next_after = page_of(paused, lambda p: p.symbol, limit=limit, after=cursor)
+    return PausedSymbolList(data=[PausedSymbolResponse.of(p) for p in page], next_after=next_after)
 
 
 @delete(

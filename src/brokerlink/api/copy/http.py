@@ -3,8 +3,7 @@ with their nested fields named.
 
 **ETag.** A subscription's ``version`` grows with every change of its settings or status, so the
 quoted version (``"3"``) is a strong validator of both of its representations (the subscription
-and its settings alone). ``If-Match`` compares strongly (RFC 9110, 13.1.1): a weak tag never
-matches; ``*`` matches any version.
+and its settings alone); the comparison is :mod:`brokerlink.api.etags`'s, as for every object.
 
 **Bodies.** Litestar turns a body error at a path equal to the name of a dependency into a 500
 (it takes the error for a broken dependency): ``settings`` is both the app's settings dependency
@@ -21,33 +20,18 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
+from brokerlink.api.etags import PreconditionFailed, PreconditionRequired, check_if_match, version_tag
+from brokerlink.api.etags import with_etag as tagged
 from brokerlink.api.guards import BeforeRequest, require_json_body
 from brokerlink.domain.copy import Subscription
-from brokerlink.kit.errors import BrokerlinkError, InvalidInput
+from brokerlink.kit.errors import InvalidInput
 
-
-class PreconditionFailed(BrokerlinkError):
-    """``If-Match`` names a version the subscription is no longer at: read it again, then retry."""
-
-    status = 412
-    code = "precondition_failed"
-    title = "Precondition failed"
-
-
-class PreconditionRequired(BrokerlinkError):
-    """The change needs ``If-Match`` (the ETag last read), so that it cannot undo a change not seen."""
-
-    status = 428
-    code = "precondition_required"
-    title = "Precondition required"
+__all__ = ["PreconditionFailed", "PreconditionRequired", "checked_body", "etag", "expected_version", "with_etag"]
 
 
 def etag(subscription: Subscription) -> str:
     """The subscription's ETag: its version, quoted."""
-    return f'"{subscription.version}"'
-
-
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+    return version_tag(subscription.version)
 
 
 def expected_version(if_match: str | None, current: Subscription, *, required: bool) -> int | None:
@@ -56,27 +40,16 @@ def expected_version(if_match: str | None, current: Subscription, *, required: b
     Raises :class:`PreconditionRequired` without the header when ``required``, and
     :class:`PreconditionFailed` when it names no current version.
     """
-    if if_match is None or not if_match.strip():
-        if required:
-            raise PreconditionRequired(f"send If-Match with the ETag last read (now {etag(current)})")
+    given = check_if_match(if_match, etag(current), required=required, what="subscription")
+    if not given or (if_match is not None and if_match.strip() == "*"):
         return None
-    if if_match.strip() == "*":
-        return None
-    strong = {f'"{value}"' for weak, value in _ENTITY_TAG.findall(if_match) if not weak}
-    if etag(current) not in strong:
-        raise PreconditionFailed(
-            f"the subscription changed: it is at {etag(current)}, not {if_match.strip()}; read it again",
-            extra={"etag": etag(current)},
-        )
     return current.version
 
 
 def with_etag(subscription: Subscription, content: Any, status_code: int = 200) -> Response[Any]:
     """A response carrying the subscription's ETag (and, for a 201, its ``Location``)."""
-    headers = {"ETag": etag(subscription)}
-    if status_code == 201:
-        headers["Location"] = f"/v1/subscriptions/{subscription.id}"
-    return Response(content, status_code=status_code, headers=headers)
+    location = f"/v1/subscriptions/{subscription.id}" if status_code == 201 else None
+    return tagged(content, etag(subscription), status_code, location=location)
 
 
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)

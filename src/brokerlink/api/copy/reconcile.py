@@ -21,6 +21,7 @@ from brokerlink.api.audit import audited
 from brokerlink.api.copy.routes import SubscriptionId, _subscription
 from brokerlink.api.copy.schemas import CopyIntentResponse
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
+from brokerlink.api.idempotency import IdempotencyKey, idempotent
 from brokerlink.api.schemas import RequestBody, ResponseBody
 from brokerlink.api.scopes import needs
 from brokerlink.domain.enums import Side
@@ -113,6 +114,7 @@ async def get_reconciliation(  # noqa: PLR0917 - injected parameters
     return ReconciliationResponse.render(subscription_id, report)
 
 
+@idempotent
 @post(
     "/{subscription_id:str}/reconciliation",
     summary="Reconcile a subscription now (and repair)",
@@ -128,6 +130,7 @@ async def run_reconciliation(  # noqa: PLR0917 - injected parameters
     clock: AppClock,
     links: Links,
     state: State,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> ReconciliationResponse:
     """Reconcile now. With ``repair: true``: orphan copies are closed at market (the closing orders are
     in ``intents``), links claiming more than is held shrink to it or close. Nothing is ever opened

@@ -7,8 +7,11 @@ user, without their backing account.
 
 A subscription's ``version`` is its ETag (:mod:`brokerlink.api.copy.http`). Replacing the settings
 needs ``If-Match`` with it: 428 without one, 412 when the subscription changed since. The status
-commands accept ``If-Match`` too, and do not need it. Stopping is final and idempotent.
-Every list is newest first and paged by cursor (``limit``, ``after`` = the previous ``next_after``).
+commands accept ``If-Match`` too, and do not need it. Stopping is final and idempotent. A strategy
+carries an ETag too (a digest of what you see, :mod:`brokerlink.api.etags`); changing it takes an
+optional ``If-Match``. Creating a strategy or a subscription takes an ``Idempotency-Key``.
+Every list is newest first and paged by cursor (``limit``, ``after`` = the previous ``next_after``),
+and filtered by time and symbol where its items have them (:mod:`brokerlink.api.paging`).
 """
 
 from __future__ import annotations
@@ -49,8 +52,14 @@ from brokerlink.api.copy.schemas import (
     SubscriptionResponse,
 )
 from brokerlink.api.deps import AppClock, Copy, CurrentPrincipal, DbSession
+from brokerlink.api.etags import ETAG_HEADER as OBJECT_ETAG_HEADER
+from brokerlink.api.etags import check_if_match, content_tag, lock_if_matched
+from brokerlink.api.etags import with_etag as tagged
+from brokerlink.api.idempotency import IdempotencyKey, idempotent
+from brokerlink.api.paging import After, Limit, Since, Symbol, Until, checked_symbol, id_cursor, time_range
 from brokerlink.api.scopes import first_party, needs, require_roles
 from brokerlink.domain.copy import (
+    CopyEventKind,
     CopyIntent,
     Strategy,
     StrategyStatus,
@@ -64,6 +73,7 @@ from brokerlink.engine.copy.settings import CopySettings, decode_settings
 from brokerlink.kit.clock import Clock
 from brokerlink.kit.errors import Conflict, InvalidInput, NotFound
 from brokerlink.security.principal import Principal
+from brokerlink.store.models import StrategyRow
 from brokerlink.store.repositories._common import Page
 from brokerlink.store.repositories.copy_events import CopyEventRepository
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
@@ -73,8 +83,7 @@ from brokerlink.store.repositories.subscriptions import StaleVersion, Subscripti
 
 StrategyId = Annotated[str, Parameter(description="Strategy id (stg_...)", max_length=40)]
 SubscriptionId = Annotated[str, Parameter(description="Subscription id (sub_...)", max_length=40)]
-Limit = Annotated[int, Parameter(description="Page size", ge=1, le=500)]
-After = Annotated[str | None, Parameter(description="Cursor: next_after of the previous page", max_length=40)]
+KindFilter = Annotated[CopyEventKind | None, Parameter(description="Only events of this kind (e.g. skipped)")]
 IfMatch = Annotated[
     str | None,
     HeaderParameter(name="if-match", description='The ETag last read, e.g. "3" (or * for any version)', max_length=200),
@@ -111,19 +120,22 @@ async def _own_strategy(db: AsyncSession, principal: Principal, strategy_id: str
     return strategy
 
 
+@idempotent
 @post(
     "/",
     summary="Publish a strategy",
     status_code=201,
+    response_headers=OBJECT_ETAG_HEADER,
     opt=first_party(),
     guards=[require_roles(Role.PROVIDER, Role.ADMIN)],
 )
-async def create_strategy(
+async def create_strategy(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     data: JSONBody[StrategyCreate],
     principal: CurrentPrincipal,
     db: DbSession,
     clock: AppClock,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> Response[StrategyResponse]:
     """Publish a strategy backed by one of your accounts (404 for an account that is not yours, 409
     for a name you already use). Its account's fills from now on are the signals; the positions it
@@ -143,11 +155,8 @@ async def create_strategy(
         request, db, action="strategy.create", target=strategy.id, now=clock.now(),
         details={"account_id": strategy.account_id, "visibility": strategy.visibility.value},
     )  # fmt: skip
-    return Response(
-        StrategyResponse.render(strategy, mine=True),
-        status_code=201,
-        headers={"Location": f"/v1/strategies/{strategy.id}"},
-    )
+    body = StrategyResponse.render(strategy, mine=True)
+    return tagged(body, content_tag(body), 201, location=f"/v1/strategies/{strategy.id}")
 
 
 @get("/", summary="List my strategies", opt=needs("copy:read"))
@@ -155,10 +164,11 @@ async def list_strategies(
     principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
 ) -> StrategyList:
     """The strategies you provide, newest first."""
+    cursor = id_cursor(after, "stg")
     mine = [s for s in await StrategyRepository(db).list_for_user(principal.user_id) if _mine(principal, s)]
     newest = sorted(mine, key=lambda s: s.id, reverse=True)
-    if after is not None:
-        newest = [s for s in newest if s.id < after]
+    if cursor is not None:
+        newest = [s for s in newest if s.id < cursor]
     page = newest[:limit]
     next_after = page[-1].id if len(newest) > limit else None
     return StrategyList(data=[StrategyResponse.render(s, mine=True) for s in page], next_after=next_after)
@@ -169,25 +179,30 @@ async def list_public_strategies(
     principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
 ) -> StrategyList:
     """Active public strategies, anyone's, newest first."""
-    page = await StrategyRepository(db).list_public(limit=limit, after=after, descending=True)
+    page = await StrategyRepository(db).list_public(limit=limit, after=id_cursor(after, "stg"), descending=True)
     return StrategyList(
         data=[StrategyResponse.render(s, mine=_mine(principal, s)) for s in page.items], next_after=page.next_after
     )
 
 
-@get("/{strategy_id:str}", summary="Get a strategy", opt=needs("copy:read"))
-async def get_strategy(strategy_id: StrategyId, principal: CurrentPrincipal, db: DbSession) -> StrategyResponse:
-    """Your strategy, or anyone's public or unlisted one. 404 for someone else's private strategy."""
+@get("/{strategy_id:str}", summary="Get a strategy", response_headers=OBJECT_ETAG_HEADER, opt=needs("copy:read"))
+async def get_strategy(
+    strategy_id: StrategyId, principal: CurrentPrincipal, db: DbSession
+) -> Response[StrategyResponse]:
+    """Your strategy, or anyone's public or unlisted one, with its ETag. 404 for someone else's private strategy."""
     strategy = await StrategyRepository(db).get_visible(principal.user_id, strategy_id)
     if strategy is None:
         raise NotFound("strategy not found")
     mine = _mine(principal, strategy)
     if not mine and strategy.visibility is StrategyVisibility.PRIVATE:
         raise NotFound("strategy not found")  # the provider's own, but outside the principal's grant
-    return StrategyResponse.render(strategy, mine=mine)
+    body = StrategyResponse.render(strategy, mine=mine)
+    return tagged(body, content_tag(body))
 
 
-@patch("/{strategy_id:str}", summary="Change or close a strategy", opt=first_party())
+@patch(
+    "/{strategy_id:str}", summary="Change or close a strategy", response_headers=OBJECT_ETAG_HEADER, opt=first_party()
+)
 async def update_strategy(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     strategy_id: StrategyId,
@@ -195,10 +210,14 @@ async def update_strategy(  # noqa: PLR0917 - injected parameters
     principal: CurrentPrincipal,
     db: DbSession,
     clock: AppClock,
-) -> StrategyResponse:
+    if_match: IfMatch = None,
+) -> Response[StrategyResponse]:
     """Rename, describe, change visibility or the minimum follower equity, or close (final: 409 for
-    any later change). Its followers keep their subscriptions; a closed strategy sends no more signals."""
+    any later change). Its followers keep their subscriptions; a closed strategy sends no more signals.
+    With ``If-Match``, only if the strategy is still at that ETag (412 otherwise)."""
+    await lock_if_matched(db, if_match, StrategyRow, strategy_id)
     current = await _own_strategy(db, principal, strategy_id)
+    check_if_match(if_match, content_tag(StrategyResponse.render(current, mine=True)), what="strategy")
     wanted: dict[str, Any] = {
         name: value for name in StrategyUpdate.__struct_fields__ if (value := getattr(data, name)) is not msgspec.UNSET
     }
@@ -213,7 +232,8 @@ async def update_strategy(  # noqa: PLR0917 - injected parameters
     changes = {name: value for name, value in wanted.items() if getattr(current, name) != value}
     if not changes:
         unchanged(request)
-        return StrategyResponse.render(current, mine=True)
+        body = StrategyResponse.render(current, mine=True)
+        return tagged(body, content_tag(body))
     if current.status is StrategyStatus.CLOSED:
         raise Conflict("the strategy is closed: it no longer changes")
     updated = msgspec.structs.replace(current, **changes, updated_at=clock.now())
@@ -226,7 +246,8 @@ async def update_strategy(  # noqa: PLR0917 - injected parameters
         request, db, action="strategy.update", target=strategy_id, now=clock.now(),
         details={"changed": ",".join(sorted(changes))},
     )  # fmt: skip
-    return StrategyResponse.render(updated, mine=True)
+    body = StrategyResponse.render(updated, mine=True)
+    return tagged(body, content_tag(body))
 
 
 # --- subscriptions ---------------------------------------------------------------------------------
@@ -270,6 +291,7 @@ async def _scoped_page(
         cursor = page.next_after
 
 
+@idempotent
 @post(
     "/",
     summary="Follow a strategy",
@@ -285,6 +307,7 @@ async def create_subscription(  # noqa: PLR0917 - injected parameters
     db: DbSession,
     clock: AppClock,
     copy_engine: Copy,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> Response[SubscriptionResponse]:
     """Copy a strategy into one of your accounts with these settings. Copies start with the
     provider's next trade; the provider's positions already open follow ``settings.on_subscribe``.
@@ -320,6 +343,7 @@ async def list_subscriptions(
     ] = None,
 ) -> SubscriptionList:
     """The subscriptions of your accounts (stopped ones included), newest first."""
+    cursor = id_cursor(after, "sub")
     repo = SubscriptionRepository(db)
 
     async def fetch(cursor: str | None) -> Page[Subscription]:
@@ -328,7 +352,7 @@ async def list_subscriptions(
         )
 
     items, next_after = await _scoped_page(
-        fetch, lambda s: principal.can_reach_account(s.account_id), limit=limit, after=after
+        fetch, lambda s: principal.can_reach_account(s.account_id), limit=limit, after=cursor
     )
     return SubscriptionList(data=[SubscriptionResponse.render(s) for s in items], next_after=next_after)
 
@@ -535,37 +559,69 @@ async def stop_subscription(  # noqa: PLR0917 - injected parameters
 
 
 @get("/{subscription_id:str}/events", summary="A subscription's copy events", opt=needs("copy:read"))
-async def list_events(
-    subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
+async def list_events(  # noqa: PLR0917 - injected parameters
+    subscription_id: SubscriptionId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    limit: Limit = 50,
+    after: After = None,
+    kind: KindFilter = None,
+    since: Since = None,
+    until: Until = None,
 ) -> CopyEventList:
-    """What happened, newest first: copies, skips and rejections with their reason, status changes."""
+    """What happened, newest first: copies, skips and rejections with their reason, status changes;
+    ``kind`` (e.g. ``skipped``), ``since`` and ``until`` narrow them."""
+    cursor, period = id_cursor(after, "cpe"), time_range(since, until)
     await _subscription(db, principal, subscription_id)
-    page = await CopyEventRepository(db).list_for_subscription(
-        subscription_id, limit=limit, after=after, descending=True
+    page = await CopyEventRepository(db).page_filtered(
+        subscription_id,
+        kinds=None if kind is None else [kind.value],
+        since=period.since,
+        until=period.until,
+        limit=limit,
+        after=cursor,
     )
     return CopyEventList(data=[CopyEventResponse.of(e) for e in page.items], next_after=page.next_after)
 
 
 @get("/{subscription_id:str}/intents", summary="A subscription's copy orders", opt=needs("copy:read"))
-async def list_intents(
-    subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
+async def list_intents(  # noqa: PLR0917 - injected parameters
+    subscription_id: SubscriptionId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    limit: Limit = 50,
+    after: After = None,
+    symbol: Symbol = None,
+    since: Since = None,
+    until: Until = None,
 ) -> CopyIntentList:
-    """Every order the subscription placed or will place, newest first, with latencies and slippage."""
+    """Every order the subscription placed or will place, newest first, with latencies and slippage;
+    ``symbol`` (the follower's), ``since`` and ``until`` narrow them."""
+    cursor, wanted, period = id_cursor(after, "cpi"), checked_symbol(symbol), time_range(since, until)
     await _subscription(db, principal, subscription_id)
-    page = await CopyIntentRepository(db).list_for_subscription(
-        subscription_id, limit=limit, after=after, descending=True
+    page = await CopyIntentRepository(db).page_filtered(
+        subscription_id, symbol=wanted, since=period.since, until=period.until, limit=limit, after=cursor
     )
     return CopyIntentList(data=[CopyIntentResponse.of(i) for i in page.items], next_after=page.next_after)
 
 
 @get("/{subscription_id:str}/links", summary="A subscription's copied positions", opt=needs("copy:read"))
-async def list_links(
-    subscription_id: SubscriptionId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
+async def list_links(  # noqa: PLR0917 - injected parameters
+    subscription_id: SubscriptionId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    limit: Limit = 50,
+    after: After = None,
+    symbol: Symbol = None,
+    since: Since = None,
+    until: Until = None,
 ) -> CopyLinkList:
-    """Each follower position and the provider position it copies, open and closed, newest first."""
+    """Each follower position and the provider position it copies, open and closed, newest first;
+    ``symbol`` (provider's or follower's), ``since`` and ``until`` (opening time) narrow them."""
+    cursor, wanted, period = id_cursor(after, "lnk"), checked_symbol(symbol), time_range(since, until)
     await _subscription(db, principal, subscription_id)
-    page = await CopyLinkRepository(db).list_for_subscription(
-        subscription_id, limit=limit, after=after, descending=True
+    page = await CopyLinkRepository(db).page_filtered(
+        subscription_id, symbol=wanted, since=period.since, until=period.until, limit=limit, after=cursor
     )
     return CopyLinkList(data=[CopyLinkResponse.of(link) for link in page.items], next_after=page.next_after)
 

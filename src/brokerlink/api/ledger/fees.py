@@ -12,6 +12,9 @@
 - ``POST /v1/admin/fees/flows``: admins only: a broker-confirmed deposit or withdrawal of a
   subscription's capital, which moves its high-water mark (idempotent per ``reference``).
 
+The fee schedule carries an ETag; a PUT takes an optional ``If-Match`` (412 when it changed since).
+Both admin POSTs take an ``Idempotency-Key``. Invoices are paged by cursor like every list.
+
 Amounts are Decimals serialized as strings; percentages are percent (``"20"`` is 20%).
 """
 
@@ -23,12 +26,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, Router, get, post, put
+from litestar import Request, Response, Router, get, post, put
 from litestar.params import JSONBody, Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.api.audit import audited
 from brokerlink.api.deps import AppClock, AppSettings, CurrentPrincipal, DbSession, Links
+from brokerlink.api.etags import ETAG_HEADER, IfMatch, check_if_match, content_tag, lock_if_matched, with_etag
+from brokerlink.api.idempotency import IdempotencyKey, idempotent
+from brokerlink.api.paging import After, Limit, key_cursor, page_of
 from brokerlink.api.schemas import RequestBody, ResponseBody
 from brokerlink.api.scopes import first_party, needs
 from brokerlink.config import Settings
@@ -48,6 +54,7 @@ from brokerlink.ledger.fees import (
     subscription_fees,
 )
 from brokerlink.security.principal import Principal
+from brokerlink.store.models import StrategyRow
 from brokerlink.store.models_fees import FeeKind, FlowKind, VolumeBasis
 from brokerlink.store.repositories.fees import FeeRepository, FeeSchedule, FeeSettlement
 from brokerlink.store.repositories.strategies import StrategyRepository
@@ -178,6 +185,7 @@ class InvoiceList(ResponseBody, kw_only=True):
     """The caller's invoices, by period, then role and currency."""
 
     data: list[Invoice]
+    next_after: str | None
 
 
 class SettlementResponse(ResponseBody, kw_only=True):
@@ -233,16 +241,23 @@ async def _strategy_fees(
 # --- routes ---------------------------------------------------------------------------------------
 
 
-@get("/{strategy_id:str}/fees", summary="A strategy's fee schedule", opt=first_party())
+def _tagged(body: StrategyFeesResponse) -> Response[StrategyFeesResponse]:
+    return with_etag(body, content_tag(body))
+
+
+@get("/{strategy_id:str}/fees", summary="A strategy's fee schedule", response_headers=ETAG_HEADER, opt=first_party())
 async def get_strategy_fees(
     strategy_id: StrategyId, principal: CurrentPrincipal, db: DbSession, clock: AppClock, settings: AppSettings
-) -> StrategyFeesResponse:
-    """The terms in force, a change waiting for the next period, and the platform's limits. Provider only."""
+) -> Response[StrategyFeesResponse]:
+    """The terms in force, a change waiting for the next period, and the platform's limits, with their
+    ETag. Provider only."""
     strategy = await _own_strategy(db, principal, strategy_id)
-    return await _strategy_fees(db, strategy, _config(settings), clock.now())
+    return _tagged(await _strategy_fees(db, strategy, _config(settings), clock.now()))
 
 
-@put("/{strategy_id:str}/fees", summary="Set a strategy's fee schedule", opt=first_party())
+@put(
+    "/{strategy_id:str}/fees", summary="Set a strategy's fee schedule", response_headers=ETAG_HEADER, opt=first_party()
+)
 async def put_strategy_fees(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
     strategy_id: StrategyId,
@@ -251,11 +266,16 @@ async def put_strategy_fees(  # noqa: PLR0917 - injected parameters
     db: DbSession,
     clock: AppClock,
     settings: AppSettings,
-) -> StrategyFeesResponse:
+    if_match: IfMatch = None,
+) -> Response[StrategyFeesResponse]:
     """Replace the terms. With followers they apply from the next settlement period (shown as ``next``),
-    so nobody's terms change mid-period; without, at once. 422 naming the field outside the limits."""
+    so nobody's terms change mid-period; without, at once. 422 naming the field outside the limits.
+    With ``If-Match``, only if the schedule is still at that ETag (412 otherwise)."""
+    await lock_if_matched(db, if_match, StrategyRow, strategy_id)  # the schedule's owner row
     strategy = await _own_strategy(db, principal, strategy_id)
     config = _config(settings)
+    current = await _strategy_fees(db, strategy, config, clock.now())
+    check_if_match(if_match, content_tag(current), what="fee schedule")
     currency = data.volume_currency or await FeeRepository(db).account_currency(strategy.account_id) or "USD"
     terms = FeeTerms(
         performance_pct=data.performance_pct,
@@ -275,7 +295,7 @@ async def put_strategy_fees(  # noqa: PLR0917 - injected parameters
             "volume_fee": f"{terms.volume_fee} {terms.volume_currency} per {terms.volume_basis.value}",
         },
     )  # fmt: skip
-    return await _strategy_fees(db, strategy, config, now)
+    return _tagged(await _strategy_fees(db, strategy, config, now))
 
 
 @get("/{subscription_id:str}/fees", summary="A subscription's fees", opt=needs("ledger:read"))
@@ -329,8 +349,12 @@ def _line(line: FeeSettlement, role: Literal["follower", "provider"]) -> Invoice
 
 
 @get("/", summary="My invoices", opt=first_party())
-async def list_invoices(principal: CurrentPrincipal, db: DbSession, period: PeriodKey = None) -> InvoiceList:
-    """Invoice lines where you are the follower (charged) or the provider (receivable), by period."""
+async def list_invoices(
+    principal: CurrentPrincipal, db: DbSession, period: PeriodKey = None, limit: Limit = 50, after: After = None
+) -> InvoiceList:
+    """Invoice lines where you are the follower (charged) or the provider (receivable), by period, role
+    and currency (oldest period first)."""
+    cursor = key_cursor(after)
     grouped: dict[tuple[str, str, str], list[InvoiceLine]] = defaultdict(list)
     for line in await FeeRepository(db).invoice_lines(principal.user_id, period=period):
         if line.amount == 0 and line.rate == 0:
@@ -349,9 +373,11 @@ async def list_invoices(principal: CurrentPrincipal, db: DbSession, period: Peri
         )
         for (key, role, currency), lines in sorted(grouped.items())
     ]
-    return InvoiceList(data=invoices)
+    page, next_after = page_of(invoices, lambda i: f"{i.period}/{i.role}/{i.currency}", limit=limit, after=cursor)
+    return InvoiceList(data=page, next_after=next_after)
 
 
+@idempotent
 @post("/settle", summary="Settle a fee period", status_code=200)
 async def settle_fees(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
@@ -361,6 +387,7 @@ async def settle_fees(  # noqa: PLR0917 - injected parameters
     settings: AppSettings,
     links: Links,
     period: PeriodKey = None,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> SettlementResponse:
     """Settle every subscription for a finished period (default: the previous one). Admins only;
     idempotent: lines settled before are kept as they are. 422 for a period that has not ended."""
@@ -414,6 +441,7 @@ class FlowResponse(ResponseBody, kw_only=True):
     hwm_after: Decimal
 
 
+@idempotent
 @post("/flows", summary="Record a subscription's deposit or withdrawal", status_code=200)
 async def record_subscription_flow(  # noqa: PLR0917 - injected parameters
     request: Request[Any, Any, Any],
@@ -422,6 +450,7 @@ async def record_subscription_flow(  # noqa: PLR0917 - injected parameters
     db: DbSession,
     clock: AppClock,
     links: Links,
+    idempotency_key: IdempotencyKey = None,  # noqa: ARG001 - claimed by @idempotent before this runs
 ) -> FlowResponse:
     """Admins only: a deposit raises the subscription's high-water mark by the amount, a withdrawal of
     x% of its equity lowers it by x%. Not the follower's to declare: a withdrawal that did not happen

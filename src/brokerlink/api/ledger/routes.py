@@ -17,10 +17,11 @@ from litestar import Router, get
 from litestar.params import Parameter
 
 from brokerlink.api.deps import CurrentPrincipal, DbSession
+from brokerlink.api.paging import After, Limit, Since, Until, id_cursor, invalid_filter, time_range
 from brokerlink.api.schemas import ResponseBody
 from brokerlink.api.scopes import first_party, needs
 from brokerlink.domain.enums import Role
-from brokerlink.kit.errors import InvalidInput, NotFound
+from brokerlink.kit.errors import NotFound
 from brokerlink.ledger import chart, journal
 from brokerlink.ledger.reconcile import reconcile_account
 from brokerlink.security.principal import Principal
@@ -31,10 +32,6 @@ AccountCode = Annotated[
     str | None, Parameter(description="Account code, e.g. assets:cash:acc_01j...", max_length=chart.MAX_CODE_LENGTH)
 ]
 At = Annotated[datetime | None, Parameter(description="Balances as of this time (inclusive); default: now")]
-Since = Annotated[datetime | None, Parameter(description="From this time (inclusive)")]
-Until = Annotated[datetime | None, Parameter(description="Up to this time (exclusive)")]
-Limit = Annotated[int, Parameter(description="Page size", ge=1, le=500)]
-After = Annotated[str | None, Parameter(description="Cursor: next_after of the previous page", max_length=40)]
 AccountId = Annotated[str, Parameter(description="Account id (acc_...)", max_length=40)]
 EntryId = Annotated[str, Parameter(description="Journal entry id (jen_...)", max_length=40)]
 
@@ -155,9 +152,9 @@ def _visible(principal: Principal, code: str) -> bool:
     return code.rsplit(":", 1)[-1] in {a.lower() for a in principal.account_ids}
 
 
-def _naive_refused(*times: datetime | None) -> None:
-    if any(t is not None and t.tzinfo is None for t in times):
-        raise InvalidInput("times must carry a time zone (e.g. 2026-11-21T12:00:00Z)")
+def _naive_refused(at: datetime | None) -> None:
+    if at is not None and at.utcoffset() is None:
+        raise invalid_filter("at", "give a time with an offset, e.g. 2026-11-21T12:00:00Z")
 
 
 @get("/balances", summary="My ledger balances", opt=needs("ledger:read"))
@@ -186,12 +183,13 @@ async def list_postings(  # noqa: PLR0917 - Litestar injects by name
     after: After = None,
 ) -> PostingList:
     """The caller's postings, oldest first; ``account`` narrows to one account code (404 if not the caller's)."""
-    _naive_refused(since, until)
+    cursor, period = id_cursor(after, "pst"), time_range(since, until)
     if account is not None:
         await _own_code(db, principal, account)
     rows = await journal.postings(
-        db, account=account, owner_id=principal.user_id, since=since, until=until, after=after, limit=limit + 1
-    )
+        db, account=account, owner_id=principal.user_id, since=period.since, until=period.until, after=cursor,
+        limit=limit + 1,
+    )  # fmt: skip
     page = rows[:limit]
     data = [PostingResponse.of(p) for p in page if _visible(principal, p.account)]
     return PostingList(data=data, next_after=page[-1].id if len(rows) > limit else None)
@@ -227,8 +225,10 @@ async def list_entries(  # noqa: PLR0917 - Litestar injects by name
 ) -> EntryList:
     """Entries touching the caller's accounts, oldest first, with the caller's legs (a fee entry's
     other side - the provider's, the platform's - is not shown)."""
-    _naive_refused(since, until)
-    rows = await journal.entries(db, owner_id=principal.user_id, since=since, until=until, after=after, limit=limit + 1)
+    cursor, period = id_cursor(after, "jen"), time_range(since, until)
+    rows = await journal.entries(
+        db, owner_id=principal.user_id, since=period.since, until=period.until, after=cursor, limit=limit + 1
+    )
     page = rows[:limit]
     data = [e for e in (_entry(principal, row) for row in page) if e.legs]
     return EntryList(data=data, next_after=page[-1].id if len(rows) > limit else None)

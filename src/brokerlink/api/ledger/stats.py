@@ -23,6 +23,7 @@ from litestar.params import Parameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.api.deps import CurrentPrincipal, DbSession
+from brokerlink.api.paging import invalid_filter
 from brokerlink.api.schemas import ResponseBody
 from brokerlink.api.scopes import needs
 from brokerlink.domain.copy import Strategy, StrategyVisibility, Subscription
@@ -116,7 +117,7 @@ class EquityCurve(ResponseBody, kw_only=True):
 
 def _aware(value: datetime | None, field: str) -> datetime | None:
     if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-        raise InvalidInput(f"{field} needs a time zone (e.g. 2026-11-01T00:00:00Z)", extra={"field": field})
+        raise invalid_filter(field, "needs a time zone (e.g. 2026-11-01T00:00:00Z)")
     return value
 
 

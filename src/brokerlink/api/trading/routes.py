@@ -18,6 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.api.audit import stamp
 from brokerlink.api.deps import CurrentPrincipal, DbSession, Links
 from brokerlink.api.idempotency import IdempotencyKey, idempotent
+from brokerlink.api.paging import (
+    After,
+    Limit,
+    Since,
+    Symbol,
+    Until,
+    checked_symbol,
+    id_cursor,
+    key_cursor,
+    page_of,
+    time_range,
+)
 from brokerlink.api.scopes import needs
 from brokerlink.api.trading.schemas import (
     BalanceList,
@@ -50,8 +62,6 @@ from brokerlink.store.repositories.positions import BalanceRepository, PositionR
 
 AccountId = Annotated[str, Parameter(description="Account id (acc_...)", max_length=40)]
 OrderId = Annotated[str, Parameter(description="Order id (ord_...)", max_length=40)]
-Limit = Annotated[int, Parameter(description="Page size", ge=1, le=500)]
-After = Annotated[str | None, Parameter(description="Cursor: next_after of the previous page", max_length=40)]
 MAX_QUOTES = 50
 
 
@@ -64,21 +74,34 @@ async def _account(db: AsyncSession, principal: Principal, account_id: str) -> A
 
 
 @get("/{account_id:str}/balances", summary="Balances of an account", opt=needs("balances:read"))
-async def list_balances(account_id: AccountId, principal: CurrentPrincipal, db: DbSession) -> BalanceList:
-    """Cash, equity and buying power per currency, as the broker last reported them."""
+async def list_balances(
+    account_id: AccountId, principal: CurrentPrincipal, db: DbSession, limit: Limit = 50, after: After = None
+) -> BalanceList:
+    """Cash, equity and buying power per currency, as the broker last reported them, by currency."""
+    cursor = key_cursor(after)
     await _account(db, principal, account_id)
-    return BalanceList(data=[BalanceResponse.of(b) for b in await BalanceRepository(db).list_for_account(account_id)])
+    balances = await BalanceRepository(db).list_for_account(account_id)
+    page, next_after = page_of(balances, lambda b: b.currency, limit=limit, after=cursor)
+    return BalanceList(data=[BalanceResponse.of(b) for b in page], next_after=next_after)
 
 
 @get("/{account_id:str}/positions", summary="Open positions of an account", opt=needs("positions:read"))
-async def list_positions(
-    account_id: AccountId, principal: CurrentPrincipal, db: DbSession, links: Links
+async def list_positions(  # noqa: PLR0917 - Litestar injects by name
+    account_id: AccountId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    links: Links,
+    limit: Limit = 50,
+    after: After = None,
+    symbol: Symbol = None,
 ) -> PositionList:
-    """Open positions, marked to the live quote (the price they would close at) when there is one."""
+    """Open positions by symbol, marked to the live quote (the price they would close at) when there is one."""
+    cursor, wanted = key_cursor(after), checked_symbol(symbol)
     await _account(db, principal, account_id)
-    positions = await PositionRepository(db).list_for_account(account_id)
+    positions = [p for p in await PositionRepository(db).list_for_account(account_id) if wanted in (None, p.symbol)]
+    page, next_after = page_of(positions, lambda p: p.symbol, limit=limit, after=cursor)
     live = links.live(account_id) if links.is_live(account_id) else None
-    return PositionList(data=[_marked(p, live) for p in positions])
+    return PositionList(data=[_marked(p, live) for p in page], next_after=next_after)
 
 
 def _marked(position: Position, live: LiveAccount | None) -> PositionResponse:
@@ -99,13 +122,24 @@ def _marked(position: Position, live: LiveAccount | None) -> PositionResponse:
 
 
 @get("/{account_id:str}/instruments", summary="Instruments an account can trade", opt=needs("accounts:read"))
-async def list_instruments(
-    account_id: AccountId, principal: CurrentPrincipal, db: DbSession, links: Links
+async def list_instruments(  # noqa: PLR0917 - Litestar injects by name
+    account_id: AccountId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    links: Links,
+    limit: Limit = 500,
+    after: After = None,
+    symbol: Symbol = None,
 ) -> InstrumentList:
-    """The broker's instruments for this account with their rules (tick size, qty step, minimums)."""
+    """The broker's instruments for this account with their rules (tick size, qty step, minimum and
+    maximum quantity, minimum notional, contract size), by symbol. Needs the live connection (503
+    while it is down)."""
+    cursor, wanted = key_cursor(after), checked_symbol(symbol)
     await _account(db, principal, account_id)
     live = links.live(account_id)
-    return InstrumentList(data=[InstrumentResponse.of(i) for i in live.instruments.values()])
+    instruments = [i for i in live.instruments.values() if wanted in (None, i.symbol)]
+    page, next_after = page_of(instruments, lambda i: i.symbol, limit=limit, after=cursor)
+    return InstrumentList(data=[InstrumentResponse.of(i) for i in page], next_after=next_after)
 
 
 @get("/{account_id:str}/quotes", summary="Live quotes", opt=needs("accounts:read"))
@@ -136,16 +170,22 @@ async def list_quotes(
 
 
 @get("/{account_id:str}/orders", summary="Orders of an account", opt=needs("orders:read"))
-async def list_orders(
+async def list_orders(  # noqa: PLR0917 - Litestar injects by name
     account_id: AccountId,
     principal: CurrentPrincipal,
     db: DbSession,
     limit: Limit = 50,
     after: After = None,
+    symbol: Symbol = None,
+    since: Since = None,
+    until: Until = None,
 ) -> OrderList:
-    """The account's orders, newest first."""
+    """The account's orders, newest first; ``symbol``, ``since`` and ``until`` (creation time) narrow them."""
+    cursor, wanted, period = id_cursor(after, "ord"), checked_symbol(symbol), time_range(since, until)
     await _account(db, principal, account_id)
-    page = await OrderRepository(db).list_for_account(account_id, limit=limit, after=after, descending=True)
+    page = await OrderRepository(db).page_for_account(
+        account_id, symbol=wanted, since=period.since, until=period.until, limit=limit, after=cursor
+    )
     return OrderList(data=[OrderResponse.of(o) for o in page.items], next_after=page.next_after)
 
 
@@ -183,16 +223,23 @@ async def create_order(  # noqa: PLR0917 - Litestar injects by name
 
 
 @get("/{account_id:str}/fills", summary="Fills of an account", opt=needs("orders:read"))
-async def list_fills(
+async def list_fills(  # noqa: PLR0917 - Litestar injects by name
     account_id: AccountId,
     principal: CurrentPrincipal,
     db: DbSession,
     limit: Limit = 50,
     after: After = None,
+    symbol: Symbol = None,
+    since: Since = None,
+    until: Until = None,
 ) -> FillList:
-    """The account's executions, newest first (including those of orders placed outside brokerlink)."""
+    """The account's executions, newest first (including those of orders placed outside brokerlink);
+    ``symbol``, ``since`` and ``until`` (execution time) narrow them."""
+    cursor, wanted, period = id_cursor(after, "fil"), checked_symbol(symbol), time_range(since, until)
     await _account(db, principal, account_id)
-    page = await FillRepository(db).list_for_account(account_id, limit=limit, after=after, descending=True)
+    page = await FillRepository(db).page_filtered(
+        account_id=account_id, symbol=wanted, since=period.since, until=period.until, limit=limit, after=cursor
+    )
     return FillList(data=[FillResponse.of(f) for f in page.items], next_after=page.next_after)
 
 
@@ -203,6 +250,32 @@ async def get_order(order_id: OrderId, principal: CurrentPrincipal, db: DbSessio
     if order is None or not principal.can_reach_account(order.account_id):
         raise NotFound("order not found")
     return OrderResponse.of(order)
+
+
+@get("/{order_id:str}/fills", summary="Fills of an order", opt=needs("orders:read"))
+async def list_order_fills(  # noqa: PLR0917 - Litestar injects by name
+    order_id: OrderId,
+    principal: CurrentPrincipal,
+    db: DbSession,
+    limit: Limit = 50,
+    after: After = None,
+    since: Since = None,
+    until: Until = None,
+) -> FillList:
+    """The order's executions, newest first. 404 if the order does not exist or is not the user's."""
+    cursor, period = id_cursor(after, "fil"), time_range(since, until)
+    order = await OrderRepository(db).get_for_user(principal.user_id, order_id)
+    if order is None or not principal.can_reach_account(order.account_id):
+        raise NotFound("order not found")
+    page = await FillRepository(db).page_filtered(
+        account_id=order.account_id,
+        order_id=order.id,
+        since=period.since,
+        until=period.until,
+        limit=limit,
+        after=cursor,
+    )
+    return FillList(data=[FillResponse.of(f) for f in page.items], next_after=page.next_after)
 
 
 @delete("/{order_id:str}", summary="Cancel an order", status_code=200, opt=needs("orders:write"))
@@ -231,4 +304,4 @@ account_trading_router = Router(
     ],
     tags=["trading"],
 )
-orders_router = Router(path="/orders", route_handlers=[get_order, delete_order], tags=["trading"])
+orders_router = Router(path="/orders", route_handlers=[get_order, list_order_fills, delete_order], tags=["trading"])

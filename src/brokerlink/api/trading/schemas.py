@@ -36,6 +36,8 @@ class BalanceList(ResponseBody, kw_only=True):
     """The account's balances."""
 
     data: list[BalanceResponse]
+    next_after: str | None
+    """The cursor of the next page (``after``); null on the last page."""
 
 
 class PositionResponse(ResponseBody, kw_only=True):
@@ -53,6 +55,8 @@ class PositionList(ResponseBody, kw_only=True):
     """The account's open positions."""
 
     data: list[PositionResponse]
+    next_after: str | None
+    """The cursor of the next page (``after``); null on the last page."""
 
 
 class InstrumentResponse(ResponseBody, kw_only=True):
@@ -76,6 +80,8 @@ class InstrumentList(ResponseBody, kw_only=True):
     """The instruments the account can trade."""
 
     data: list[InstrumentResponse]
+    next_after: str | None
+    """The cursor of the next page (``after``); null on the last page."""
 
 
 class QuoteResponse(ResponseBody, kw_only=True):

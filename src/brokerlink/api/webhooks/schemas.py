@@ -53,6 +53,8 @@ class EndpointResponse(ResponseBody, kw_only=True):
     url: str
     description: str
     event_types: list[str]
+    client_id: str | None
+    """The app that registered it for you (null for your own)."""
     status: EndpointStatus
     disabled_reason: str | None
     disabled_at: datetime | None

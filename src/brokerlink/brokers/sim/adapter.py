@@ -8,6 +8,8 @@ working) so that nothing that happened while it was away is lost or counted twic
 
 Market data (:class:`~brokerlink.brokers.base.MarketDataAdapter`) rides the same WebSocket and is
 kept by a :class:`~brokerlink.brokers.sim.feed.MarketFeed`. Every handshake renews every subscription.
+Quotes, book changes and public trades (:class:`~brokerlink.brokers.base.TradeFeed`) are also pushed
+to listeners as they arrive (:class:`~brokerlink.brokers.base.MarketPush`), with the stream's state.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import contextlib
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TypeVar
 
 import msgspec
@@ -30,14 +32,19 @@ from brokerlink.brokers.base import (
     BrokerAdapter,
     BrokerRateLimited,
     Capabilities,
+    FeedState,
     FillPage,
     MarketDataAdapter,
+    MarketListener,
+    MarketListeners,
+    MarketPush,
     ModifyRequest,
     OrderBookView,
     OrderRefused,
     OrderRequest,
     RefusalReason,
     SeenTradeIds,
+    TradeFeed,
     TransientBrokerError,
     VenueAccount,
     register_adapter,
@@ -92,6 +99,10 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     stall_after_s: float = 15.0
     """Reconnect when no data arrived for this long although the connection is up."""
     connect_timeout_s: float = 10.0
+    close_timeout_s: float = 1.0
+    """How long closing waits for the venue's half of the close handshake. Short: a connection we are
+    leaving has nothing more to tell us, and a client that stopped reading may not see the venue's
+    close frame behind the market data queued before it (seen as a 10 s hang in close())."""
 
 
 class MalformedMessage(Exception):
@@ -159,7 +170,7 @@ class _LimitedClient(SimClient):
             return await super().command(method, path, type_, body=body, client_order_id=client_order_id)
 
 
-class SimAdapter(BrokerAdapter, MarketDataAdapter):
+class SimAdapter(BrokerAdapter, MarketDataAdapter, TradeFeed, MarketPush):
     """One account at a sim venue. Credentials: ``api_key`` and, for a signed venue, ``api_secret``."""
 
     kind = "sim"
@@ -197,6 +208,7 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
             rng=self._rng,
             stopping=self._stopping,
             name=self.account_id,
+            listeners=MarketListeners(),
         )
         self._ws: ClientConnection | None = None  # the live, authenticated connection
 
@@ -248,7 +260,8 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
             self._stream_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stream_task
-        await self._feed.disconnected()
+        await self._feed.disconnected("adapter closed")
+        self._feed.listeners.feed(FeedState.CLOSED, "adapter closed")
         await self._client.close()
         self._events.put_nowait(None)
 
@@ -352,6 +365,15 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
         """The venue's quote of ``symbol`` now, from ``GET /quotes/SYM``."""
         return await self._feed.quote_snapshot(self._venue_symbol(symbol))
 
+    async def subscribe_trades(self, symbols: Iterable[str]) -> None:
+        """Stream the public trades of ``symbols``: pushed to the market listeners, not kept."""
+        venue_symbols = [self._venue_symbol(s) for s in symbols]  # all checked before any is subscribed
+        await self._subscribe(self._feed.add_trades(venue_symbols))
+
+    def add_market_listener(self, listener: MarketListener) -> Callable[[], None]:
+        """Push quotes, book changes, trades and the stream's state to ``listener`` (see MarketPush)."""
+        return self._feed.listeners.add(listener)
+
     async def _subscribe(self, channels: list[str]) -> None:
         ws = self._ws
         if channels and ws is not None:
@@ -385,7 +407,11 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
         attempt = 0
         while not self._closed:
             try:
-                async with connect(self._ws_url(), open_timeout=self.stream.connect_timeout_s) as ws:
+                async with connect(
+                    self._ws_url(),
+                    open_timeout=self.stream.connect_timeout_s,
+                    close_timeout=self.stream.close_timeout_s,
+                ) as ws:
                     try:
                         await self._handshake(ws)
                         if self.reconnects or attempt:
@@ -394,13 +420,14 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
                         self._connected.set()
                         self._connection_event(ConnectionState.CONNECTED, gap_possible=bool(self.reconnects))
                         attempt = 0
+                        self._feed.connected()
                         await self._pump(ws)
                         reason = "connection closed by the venue"
                     finally:
                         # A snapshot fetched for this connection must not land in the next one's books,
                         # nor may its quotes pass for live ones until the next connection sends fresh ones.
                         self._ws = None
-                        await self._feed.disconnected()
+                        await self._feed.disconnected("connection lost")
             except (
                 ConnectionClosed,
                 InvalidHandshake,
@@ -471,12 +498,8 @@ class SimAdapter(BrokerAdapter, MarketDataAdapter):
                     if kind == "depth":
                         self._feed.want_snapshot(venue_symbol)
                 continue
-            if message.ch is not None and message.ch.startswith("depth:") and message.data:
-                self._feed.on_depth(message.ch.removeprefix("depth:"), message.data)
-                continue
-            if message.ch is not None and message.ch.startswith("quotes:") and message.data:
-                self._feed.on_quote(message.ch.removeprefix("quotes:"), message.data)
-                continue
+            if message.ch is not None and message.data and self._feed.on_market(message.ch, message.data):
+                continue  # quotes:, depth: or trades:
             if message.ch == "trade_updates" and message.data:
                 try:
                     update = msgspec.json.decode(message.data, type=TradeUpdate)

@@ -192,6 +192,16 @@ class DepthDiff(msgspec.Struct, frozen=True, kw_only=True, rename={"first_update
     asks: list[tuple[Decimal, Decimal]]
 
 
+class TradeBody(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``trades:SYM`` channel message: one public trade print (the taker's side is the aggressor)."""
+
+    trade_id: str
+    price: Decimal
+    size: Decimal
+    aggressor: Side
+    ts: datetime
+
+
 TradeUpdateEvent = Literal["new", "fill", "partial_fill", "canceled", "expired", "replaced", "rejected", "triggered"]
 
 

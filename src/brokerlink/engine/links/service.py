@@ -199,6 +199,11 @@ class BrokerLinks:
         live = self._live.get(account_id)
         return live is not None and live.state is ConnectionState.CONNECTED
 
+    def live_accounts(self) -> list[LiveAccount]:
+        """Every account with an adapter in this process, connected or reconnecting (issue 8 H8m:
+        the stream's market data picks its sources here)."""
+        return list(self._live.values())
+
     # --- linking -----------------------------------------------------------------------------
 
     async def link(self, user_id: str, request: NewLink, *, audit: Stamp | None = None) -> Account:

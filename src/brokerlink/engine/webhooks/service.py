@@ -8,6 +8,10 @@ Copy events are not on the bus; the same task's poll reads new ``copy_events`` r
 cursor and delivers them to the subscription's follower. The cursor only passes rows older than
 ``_SETTLE`` (a row committed late with a smaller id is read on the next pass; rescans insert nothing).
 
+**Apps.** An endpoint an app registered under a consent receives only what the consent covers,
+and nothing once it ended (:mod:`~brokerlink.engine.webhooks.consents`): checked when a delivery is
+recorded and again before each attempt.
+
 **Delivery.** The schedule is the rows' ``next_attempt_at``. Each poll (every ``webhook_poll_s``, or at
 once when this process just recorded deliveries) claims the due rows (an optimistic update moves
 ``next_attempt_at`` to a lease, so two processes never try one delivery at once), attempts them
@@ -31,6 +35,7 @@ from brokerlink.bus.base import EventBus, Message
 from brokerlink.config import Settings
 from brokerlink.domain.events import decode_event
 from brokerlink.engine.links.ingest import ACCOUNT_TOPIC
+from brokerlink.engine.webhooks.consents import ConsentGate
 from brokerlink.engine.webhooks.delivery import Next, RetryPolicy, Sender
 from brokerlink.engine.webhooks.events import COPY_EVENT_TYPES, WebhookEvent, account_event, copy_event, test_event
 from brokerlink.engine.webhooks.signing import new_secret
@@ -176,7 +181,7 @@ class WebhookService:
             owner = await WebhookSourceRepository(session).account_owner(event.account_id)
             if owner is None:
                 return 0
-            added = await self._record(session, [owner], hook)
+            added = await self._record(session, owner, hook, event.account_id)
             await session.commit()
         if added:
             self.wake()
@@ -196,13 +201,13 @@ class WebhookService:
                 await session.commit()
                 return 0
             events = await sources.copy_events_after(after, COPY_EVENT_TYPES, limit=_BATCH)
-            followers = await sources.subscription_followers(e.subscription_id for e in events)
+            followers = await sources.subscription_accounts(e.subscription_id for e in events)
             settled, contiguous = after, True
             for event in events:
                 hook = copy_event(event)
                 follower = followers.get(event.subscription_id)
                 if hook is not None and follower is not None:
-                    added += await self._record(session, [follower], hook)
+                    added += await self._record(session, follower[0], hook, follower[1])
                 contiguous = contiguous and event.created_at <= now - _SETTLE
                 if contiguous:
                     settled = event.id
@@ -213,12 +218,20 @@ class WebhookService:
             self.wake()
         return added
 
-    async def _record(self, session: AsyncSession, owners: Sequence[str], hook: WebhookEvent) -> int:
-        endpoints = await WebhookEndpointRepository(session).subscribed(owners, hook.type)
+    async def _record(self, session: AsyncSession, owner: str, hook: WebhookEvent, account_id: str) -> int:
+        repository = WebhookEndpointRepository(session)
+        endpoints = await repository.subscribed([owner], hook.type)
         body = hook.encode()
         deliveries = WebhookDeliveryRepository(session)
+        gate = ConsentGate(session, self.clock.now())
         added = 0
         for endpoint in endpoints:
+            ended = await gate.ended(endpoint)
+            if ended is not None:
+                await repository.disable(endpoint.id, reason=ended, now=self.clock.now())
+                continue
+            if not await gate.covers(endpoint, hook.type, account_id):
+                continue
             added += await deliveries.add_if_new(
                 endpoint_id=endpoint.id, event_id=hook.id, event_type=hook.type, payload=body, now=self.clock.now()
             )
@@ -255,9 +268,12 @@ class WebhookService:
             endpoint = await WebhookEndpointRepository(session).get(delivery.endpoint_id)
             if endpoint is None:
                 return  # deleted meanwhile: its deliveries went with it
-            if not endpoint.enabled and delivery.event_type != "webhook.test":
+            ended = await ConsentGate(session, self.clock.now()).ended(endpoint)
+            if ended is not None or (not endpoint.enabled and delivery.event_type != "webhook.test"):
+                if ended is not None:
+                    await WebhookEndpointRepository(session).disable(endpoint.id, reason=ended, now=self.clock.now())
                 await WebhookDeliveryRepository(session).finish(
-                    delivery.id, error="endpoint disabled", now=self.clock.now()
+                    delivery.id, error=ended or "endpoint disabled", now=self.clock.now()
                 )
                 await session.commit()
                 return
@@ -331,18 +347,27 @@ class WebhookService:
         return await check_target(url, self.allow, resolver=self.resolver)
 
     async def create_endpoint(
-        self, session: AsyncSession, *, user_id: str, url: str, description: str, event_types: Sequence[str]
+        self,
+        session: AsyncSession,
+        *,
+        user_id: str,
+        url: str,
+        description: str,
+        event_types: Sequence[str],
+        client_id: str | None = None,
+        consent_id: str | None = None,
     ) -> tuple[WebhookEndpoint, str]:
         """Check ``url``, store the endpoint and a new signing secret (sealed in the vault); return both.
 
-        The secret is returned this once, to be shown to the user; it is never readable again.
+        The secret is returned this once, to be shown to the user; it is never readable again. An
+        app's endpoint carries its ``client_id`` and the ``consent_id`` it acts under.
         """
         await self.check_url(url)
         now = self.clock.now()
         endpoints = WebhookEndpointRepository(session)
         endpoint = await endpoints.add(
             endpoint_id=new_id("whe"), user_id=user_id, url=url, description=description,
-            event_types=event_types, now=now,
+            event_types=event_types, now=now, client_id=client_id, consent_id=consent_id,
         )  # fmt: skip
         secret = new_secret()
         ref = await self.vault.put(

@@ -30,6 +30,7 @@ SCOPES: tuple[str, ...] = (
     "copy:read",
     "copy:manage",
     "ledger:read",
+    "webhooks:manage",  # issue 8 H8r: apps' webhook endpoints (engine/webhooks/consents.py)
 )
 """Every scope, in the order the consent page lists them."""
 
@@ -43,6 +44,7 @@ SCOPE_DESCRIPTIONS: MappingProxyType[str, str] = MappingProxyType(
         "copy:read": "See your copy-trading subscriptions and their results",
         "copy:manage": "Start, change and stop copy-trading subscriptions for you",
         "ledger:read": "See the ledger, fees and statements of the selected accounts",
+        "webhooks:manage": "Be notified at its own server of what it may see in the selected accounts",
     }
 )
 """Plain-words description of each scope, for the consent page."""

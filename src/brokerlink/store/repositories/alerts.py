@@ -203,14 +203,25 @@ class AlertRepository:
         return rowcount(result) == 1
 
     async def list_alerts(
-        self, *, status: AlertStatus | None = None, rule: str | None = None, limit: int = 50, after: str | None = None
+        self,
+        *,
+        status: AlertStatus | None = None,
+        rule: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
     ) -> Page[Alert]:
-        """Alerts, newest first, optionally of one status and rule."""
+        """Alerts, newest first, optionally of one status and rule, first seen in [since, until)."""
         stmt = select(AlertRow)
         if status is not None:
             stmt = stmt.where(AlertRow.status == status.value)
         if rule is not None:
             stmt = stmt.where(AlertRow.rule == rule)
+        if since is not None:
+            stmt = stmt.where(AlertRow.first_seen >= since)
+        if until is not None:
+            stmt = stmt.where(AlertRow.first_seen < until)
         return await fetch_page(self.session, stmt, AlertRow.id, _alert, limit=limit, after=after, descending=True)
 
 

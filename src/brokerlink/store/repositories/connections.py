@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.enums import ConnectionState
@@ -72,6 +72,16 @@ class ConnectionRepository:
             select(BrokerConnectionRow).where(BrokerConnectionRow.status.in_(values)).order_by(BrokerConnectionRow.id)
         )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def count_by_broker(self) -> dict[str, dict[str, int]]:
+        """How many connections each broker kind has, per status (every user's: for administrators)."""
+        stmt = select(BrokerConnectionRow.broker, BrokerConnectionRow.status, func.count()).group_by(
+            BrokerConnectionRow.broker, BrokerConnectionRow.status
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for broker, status, count in (await self.session.execute(stmt)).all():
+            counts.setdefault(broker, {})[status] = int(count)
+        return counts
 
     async def set_status(self, connection_id: str, status: ConnectionState, *, now: datetime) -> bool:
         """Record a connection state change. Returns whether the connection exists."""

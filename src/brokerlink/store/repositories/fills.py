@@ -7,6 +7,8 @@ delivery was the first (only then are positions and the ledger updated).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,6 +77,37 @@ class FillRepository:
     ) -> Page[Fill]:
         """One page of an account's fills by row id (storage order to the millisecond; the cursor is that id)."""
         stmt = select(FillRow).where(FillRow.account_id == account_id)
+        return await fetch_page(
+            self.session, stmt, FillRow.id, fill_from_row, limit=limit, after=after, descending=descending
+        )
+
+    async def page_filtered(
+        self,
+        *,
+        account_id: str | None = None,
+        order_id: str | None = None,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        after: str | None = None,
+        descending: bool = True,
+    ) -> Page[Fill]:
+        """One page of an account's (or an order's) fills by row id, only those in ``symbol`` and
+        executed (``ts``) in [since, until). At least one of ``account_id`` and ``order_id``."""
+        if account_id is None and order_id is None:
+            raise ValueError("give account_id or order_id")
+        stmt = select(FillRow)
+        if account_id is not None:
+            stmt = stmt.where(FillRow.account_id == account_id)
+        if order_id is not None:
+            stmt = stmt.where(FillRow.order_id == order_id)
+        if symbol is not None:
+            stmt = stmt.where(FillRow.symbol == symbol)
+        if since is not None:
+            stmt = stmt.where(FillRow.ts >= since)
+        if until is not None:
+            stmt = stmt.where(FillRow.ts < until)
         return await fetch_page(
             self.session, stmt, FillRow.id, fill_from_row, limit=limit, after=after, descending=descending
         )

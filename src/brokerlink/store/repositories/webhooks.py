@@ -46,6 +46,7 @@ class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     user_id: str
     client_id: str | None
+    consent_id: str | None
     url: str
     description: str
     event_types: list[str]
@@ -97,6 +98,7 @@ def _endpoint(row: WebhookEndpointRow) -> WebhookEndpoint:
         id=row.id,
         user_id=row.user_id,
         client_id=row.client_id,
+        consent_id=row.consent_id,
         url=row.url,
         description=row.description,
         event_types=msgspec.json.decode(row.event_types, type=list[str]),
@@ -159,12 +161,15 @@ class WebhookEndpointRepository:
         event_types: Sequence[str],
         now: datetime,
         client_id: str | None = None,
+        consent_id: str | None = None,
     ) -> WebhookEndpoint:
-        """Insert an enabled endpoint (its secret is stored afterwards, owned by its id)."""
+        """Insert an enabled endpoint (its secret is stored afterwards, owned by its id); an app's
+        carries its ``client_id`` and the ``consent_id`` it was registered under."""
         row = WebhookEndpointRow(
             id=endpoint_id,
             user_id=user_id,
             client_id=client_id,
+            consent_id=consent_id,
             url=url,
             description=description,
             event_types=msgspec.json.encode(sorted(set(event_types))).decode(),
@@ -201,9 +206,13 @@ class WebhookEndpointRepository:
         rows = await self.session.execute(select(WebhookEndpointRow.id).where(WebhookEndpointRow.user_id == user_id))
         return len(rows.all())
 
-    async def list_for_user(self, user_id: str, *, limit: int, after: str | None) -> Page[WebhookEndpoint]:
-        """The user's endpoints, newest first."""
+    async def list_for_user(
+        self, user_id: str, *, limit: int, after: str | None, client_id: str | None = None
+    ) -> Page[WebhookEndpoint]:
+        """The user's endpoints, newest first; with ``client_id``, only those that app registered."""
         stmt = select(WebhookEndpointRow).where(WebhookEndpointRow.user_id == user_id)
+        if client_id is not None:
+            stmt = stmt.where(WebhookEndpointRow.client_id == client_id)
         return await fetch_page(
             self.session, stmt, WebhookEndpointRow.id, _endpoint, limit=limit, after=after, descending=True
         )
@@ -235,6 +244,14 @@ class WebhookEndpointRepository:
             .values(status=EndpointStatus.DISABLED.value, disabled_reason=_cut(reason), disabled_at=now, updated_at=now)
         )
         return rowcount(result) == 1
+
+    async def disable_for_consent(self, consent_id: str, *, reason: str, now: datetime) -> list[str]:
+        """Disable every enabled endpoint registered under ``consent_id``; returns their ids."""
+        stmt = select(WebhookEndpointRow.id).where(
+            WebhookEndpointRow.consent_id == consent_id, WebhookEndpointRow.status == EndpointStatus.ENABLED.value
+        )
+        ids = list((await self.session.execute(stmt)).scalars())
+        return [endpoint_id for endpoint_id in ids if await self.disable(endpoint_id, reason=reason, now=now)]
 
     async def succeeded(self, endpoint_id: str, now: datetime) -> None:
         """Note a successful delivery (an endpoint that answers is not disabled for old failures)."""
@@ -299,6 +316,28 @@ class WebhookDeliveryRepository:
     async def list_for_endpoint(self, endpoint_id: str, *, limit: int, after: str | None) -> Page[WebhookDelivery]:
         """The endpoint's deliveries, newest first."""
         stmt = select(WebhookDeliveryRow).where(WebhookDeliveryRow.endpoint_id == endpoint_id)
+        return await fetch_page(
+            self.session, stmt, WebhookDeliveryRow.id, _delivery, limit=limit, after=after, descending=True
+        )
+
+    async def page_filtered(
+        self,
+        endpoint_id: str,
+        *,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int,
+        after: str | None,
+    ) -> Page[WebhookDelivery]:
+        """The endpoint's deliveries, newest first, only of ``event_type`` and created in [since, until)."""
+        stmt = select(WebhookDeliveryRow).where(WebhookDeliveryRow.endpoint_id == endpoint_id)
+        if event_type is not None:
+            stmt = stmt.where(WebhookDeliveryRow.event_type == event_type)
+        if since is not None:
+            stmt = stmt.where(WebhookDeliveryRow.created_at >= since)
+        if until is not None:
+            stmt = stmt.where(WebhookDeliveryRow.created_at < until)
         return await fetch_page(
             self.session, stmt, WebhookDeliveryRow.id, _delivery, limit=limit, after=after, descending=True
         )
@@ -438,11 +477,17 @@ class WebhookSourceRepository:
 
     async def subscription_followers(self, subscription_ids: Iterable[str]) -> dict[str, str]:
         """The follower of each subscription."""
+        return {sub: user for sub, (user, _) in (await self.subscription_accounts(subscription_ids)).items()}
+
+    async def subscription_accounts(self, subscription_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """The follower and the follower's account of each subscription."""
         ids = sorted(set(subscription_ids))
         if not ids:
             return {}
-        stmt = select(SubscriptionRow.id, SubscriptionRow.follower_user_id).where(SubscriptionRow.id.in_(ids))
-        return dict((await self.session.execute(stmt)).tuples())
+        stmt = select(SubscriptionRow.id, SubscriptionRow.follower_user_id, SubscriptionRow.account_id).where(
+            SubscriptionRow.id.in_(ids)
+        )
+        return {sub: (user, account) for sub, user, account in (await self.session.execute(stmt)).all()}
 
     async def copy_events_after(self, after: str | None, kinds: Iterable[str], *, limit: int) -> list[CopyEvent]:
         """Copy events of these kinds with an id above ``after``, oldest first."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation
 
-import msgspec
-
-from brokerlink.brokers.sim.wire import OrderBody, TradeUpdateEvent
+from brokerlink.brokers.sim.wire import OrderBody, TradeBody, TradeUpdateEvent
 from brokerlink.domain.enums import OrderStatus, OrderType, Side, TimeInForce
 
 OPEN_STATUSES = frozenset({OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
@@ -15,15 +13,7 @@ _WIDE = Context(prec=80, traps=[InvalidOperation])
 _EXACT_DIV = Context(prec=34, traps=[InvalidOperation])
 _AVG_EXTRA_DIGITS = 6
 
-
-class TradeBody(msgspec.Struct, frozen=True, kw_only=True):
-    """A ``trades:SYM`` channel message (not in ``wire.py`` yet: the adapter will need it there)."""
-
-    trade_id: str
-    price: Decimal
-    size: Decimal
-    aggressor: Side
-    ts: datetime
+__all__ = ["OPEN_STATUSES", "TradeBody", "VenueOrder"]  # TradeBody lives in wire.py now; others import it here
 
 
 class VenueOrder:

@@ -40,7 +40,7 @@ from brokerlink.brokers.sim.matching import MatchingEngine
 from brokerlink.brokers.sim.venue.config import VenueConfig
 from brokerlink.brokers.sim.venue.faults import Faults
 from brokerlink.brokers.sim.venue.hub import TRADE_UPDATES, Hub
-from brokerlink.brokers.sim.venue.orders import TradeBody, VenueOrder
+from brokerlink.brokers.sim.venue.orders import VenueOrder
 from brokerlink.brokers.sim.venue.reports import account_body, depth_body, instrument_bodies, position_bodies
 from brokerlink.brokers.sim.venue.rules import check_amend, check_new_order
 from brokerlink.brokers.sim.wire import (
@@ -56,6 +56,7 @@ from brokerlink.brokers.sim.wire import (
     OrderBody,
     PositionBody,
     QuoteBody,
+    TradeBody,
     TradeUpdate,
     TradeUpdateEvent,
 )
