@@ -116,8 +116,21 @@ class SessionAuthMiddleware(AbstractAuthenticationMiddleware):
                     await db.close()
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        if presents_token(connection.scope):
-            return await self._token(connection)
+        result = await (self._token(connection) if presents_token(connection.scope) else self._session(connection))
+        if connection.scope["type"] == ScopeType.WEBSOCKET:
+            # The session authentication opened lives as long as the request, which for a socket is
+            # hours: one pooled connection per open socket (PostgreSQL's pool runs dry at 20). Keep
+            # what authentication wrote and give it back now; socket handlers open their own.
+            db = connection.scope["state"].pop(REQUEST_DB_SESSION, None)
+            if isinstance(db, AsyncSession):
+                try:
+                    if db.in_transaction():
+                        await db.commit()
+                finally:
+                    await db.close()
+        return result
+
+    async def _session(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         state = connection.app.state
         settings: Settings = state.settings
         token = connection.cookies.get(settings.session_cookie)
