@@ -278,7 +278,7 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=10, description="Seconds a looked-up access token is kept in memory (0: no cache)."
     )
     resource_token_cache_size: int = Field(default=10_000, ge=1, description="Access tokens kept in memory at most.")
-    # --- issue 8: stream protocol (H8s) ---
+    # --- the stream (docs/adr/0030) ---
     stream_replay: int = Field(
         default=1000, ge=10, le=100_000, description="Events each account, copy and alert channel keeps for resume."
     )
@@ -299,7 +299,7 @@ class Settings(BaseSettings):
         default=0.2, gt=0, le=60, description="How often the stream reads new copy events from the database."
     )
     stream_max_subscriptions: int = Field(default=100, ge=1, description="Channels one socket may follow at once.")
-    # --- issue 8: market data (H8m) ---
+    # --- market data on the stream (docs/adr/0031) ---
     market_data_account: str | None = Field(
         default=None,
         description="Account id (acc_...) whose broker link serves /v1/stream market channels first; "
@@ -317,7 +317,7 @@ class Settings(BaseSettings):
         le=60,
         description="How often a market channel whose source dropped looks for another live one.",
     )
-    # --- issue 8: REST (H8r) ---
+    # --- REST conventions (docs/adr/0033) ---
     # --- idempotency keys and CORS (ADR 0026) ---
     idempotency_ttl_seconds: int = Field(
         default=86_400, ge=60, description="How long an Idempotency-Key and its first response are kept (ADR 0026)."

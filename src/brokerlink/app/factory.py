@@ -22,7 +22,7 @@ from brokerlink.api.accounts.discover import discover_routes
 from brokerlink.api.accounts.routes import accounts_router, connections_router
 from brokerlink.api.admin.alerts import admin_alerts_router
 from brokerlink.api.admin.audit import audit_router
-from brokerlink.api.admin.brokers import admin_brokers_router  # issue 8 H8r (REST)
+from brokerlink.api.admin.brokers import admin_brokers_router
 from brokerlink.api.admin.users import admin_users_router
 from brokerlink.api.auth.lockout import STATE_KEY as LOCKOUT_STATE_KEY
 from brokerlink.api.auth.lockout import LoginLockout
@@ -170,7 +170,6 @@ def create_app(
             public_stream_route,
             admin_users_router,
             webhooks_router,
-            # V1 ROUTES issue 8 H8r (REST)
             admin_brokers_router,
         ],
         before_request=require_json_body,

@@ -36,8 +36,8 @@ from brokerlink.store.db import Database
 from brokerlink.stream.admin import AdminAlertHub
 from brokerlink.stream.connections import STATE_KEY as STREAM_STATE_KEY
 from brokerlink.stream.connections import StreamHub
-from brokerlink.stream.feeds import CopyEventPoller  # issue 8 H8s
-from brokerlink.stream.market import DeferredSink, MarketSource  # issue 8 H8m
+from brokerlink.stream.feeds import CopyEventPoller
+from brokerlink.stream.market import DeferredSink, MarketSource
 
 Stop = Callable[[], Awaitable[None]]
 
@@ -110,7 +110,7 @@ async def start_services(  # noqa: PLR0915 - one short block per service
     resource = ResourceServer.from_settings(settings, clock)
     state[RESOURCE_STATE_KEY] = resource
     stops.append(resource.close)
-    # issue 8 H8m: market data source (build it here, hand it to the hub)
+    # Market data for the stream's market channels (built first, handed to the hub).
     if state.get("market_source") is None:  # tests may put their own source there first
         market = MarketSource(
             links.live_accounts,
@@ -127,7 +127,7 @@ async def start_services(  # noqa: PLR0915 - one short block per service
             del state["market_source"]  # a restarted app builds a new one
 
         stops.append(stop_market)
-    # issue 8 H8s: the stream hub
+    # The stream hub (/v1/stream).
     stream = StreamHub(
         bus,
         clock=clock,

@@ -39,7 +39,7 @@ from brokerlink.domain.models import Balance, Fill, Instrument, Order, Position,
 from brokerlink.kit.errors import BrokerlinkError
 from brokerlink.logs import get_logger
 
-_log = get_logger("brokerlink.brokers")  # issue 8 H8m: market listeners' failures
+_log = get_logger("brokerlink.brokers")  # market listeners' failures
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -356,7 +356,7 @@ class MarketDataAdapter(QuoteFeed):
         """The current book of ``symbol``, or ``None`` while it is not in sync (not yet, or resyncing)."""
 
 
-# --- issue 8: market data push (H8m) ---------------------------------------------------------
+# --- market data push (docs/adr/0031) ---------------------------------------------------------
 
 
 class FeedState(StrEnum):

@@ -95,7 +95,7 @@ class CopyStreamEvent(CopyEvent, frozen=True, kw_only=True):
 
 
 def market_payloads() -> dict[str, ChannelPayloads]:
-    """SLOT for the market-data shapes (stream/market.py, H8m): the structs each market channel's
+    """The market-data shapes (stream/market.py): the structs each market channel's
     events and snapshots are. Edit here when those shapes change; the document follows."""
     from brokerlink.stream.market import DepthEvent, QuoteEvent, TradeEvent, TradesSnapshot, UnavailableEvent
 

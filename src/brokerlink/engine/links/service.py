@@ -200,8 +200,8 @@ class BrokerLinks:
         return live is not None and live.state is ConnectionState.CONNECTED
 
     def live_accounts(self) -> list[LiveAccount]:
-        """Every account with an adapter in this process, connected or reconnecting (issue 8 H8m:
-        the stream's market data picks its sources here)."""
+        """Every account with an adapter in this process, connected or reconnecting (the stream's market
+        data picks its sources here)."""
         return list(self._live.values())
 
     # --- linking -----------------------------------------------------------------------------

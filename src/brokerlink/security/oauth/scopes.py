@@ -30,7 +30,7 @@ SCOPES: tuple[str, ...] = (
     "copy:read",
     "copy:manage",
     "ledger:read",
-    "webhooks:manage",  # issue 8 H8r: apps' webhook endpoints (engine/webhooks/consents.py)
+    "webhooks:manage",  # apps' webhook endpoints (engine/webhooks/consents.py)
 )
 """Every scope, in the order the consent page lists them."""
 

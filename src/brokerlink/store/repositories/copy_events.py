@@ -75,7 +75,7 @@ class CopyEventRepository:
             stmt = stmt.where(CopyEventRow.created_at >= since)
         return {str(reason): int(count) for reason, count in await self.session.execute(stmt)}
 
-    # --- issue 8 REST (H8r): the feed filtered by kind and time -------------------------------------
+    # --- the feed filtered by kind and time ----------------------------------------------------------
 
     async def page_filtered(
         self,

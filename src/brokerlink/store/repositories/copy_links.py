@@ -166,7 +166,7 @@ class CopyLinkRepository:
         )
         return rowcount(await self.session.execute(stmt)) > 0
 
-    # --- issue 8 REST (H8r): the list filtered by symbol and time -----------------------------------
+    # --- the list filtered by symbol and time --------------------------------------------------------
 
     async def page_filtered(
         self,

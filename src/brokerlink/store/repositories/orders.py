@@ -118,7 +118,7 @@ class OrderRepository:
         )
         return [order_from_row(row) for row in (await self.session.execute(stmt)).scalars()]
 
-    # --- issue 8 REST (H8r): lists filtered by symbol and time --------------------------------------
+    # --- lists filtered by symbol and time -----------------------------------------------------------
 
     async def page_for_account(
         self,
