@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Select, Table, insert
@@ -59,6 +60,15 @@ def upsert_insert(session: AsyncSession, table: Any) -> sqlite.Insert | postgres
 def rowcount(result: Result[*TupleAny]) -> int:
     """Rows matched by an UPDATE or DELETE (``session.execute`` types every result as a plain Result)."""
     return int(cast("CursorResult[*TupleAny]", result).rowcount)
+
+
+def in_period(stmt: Select[Any], column: Any, since: datetime | None, until: datetime | None) -> Select[Any]:
+    """``stmt`` narrowed to rows whose ``column`` falls in [since, until): the lists' time filter (docs/adr/0033)."""
+    if since is not None:
+        stmt = stmt.where(column >= since)
+    if until is not None:
+        stmt = stmt.where(column < until)
+    return stmt
 
 
 async def fetch_page(

@@ -20,7 +20,7 @@ from brokerlink.store.models_alerts import (
     AlertWebhookRow,
     DeliveryStatus,
 )
-from brokerlink.store.repositories._common import FRESH, Page, fetch_page, rowcount
+from brokerlink.store.repositories._common import FRESH, Page, fetch_page, in_period, rowcount
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
@@ -218,10 +218,7 @@ class AlertRepository:
             stmt = stmt.where(AlertRow.status == status.value)
         if rule is not None:
             stmt = stmt.where(AlertRow.rule == rule)
-        if since is not None:
-            stmt = stmt.where(AlertRow.first_seen >= since)
-        if until is not None:
-            stmt = stmt.where(AlertRow.first_seen < until)
+        stmt = in_period(stmt, AlertRow.first_seen, since, until)
         return await fetch_page(self.session, stmt, AlertRow.id, _alert, limit=limit, after=after, descending=True)
 
 

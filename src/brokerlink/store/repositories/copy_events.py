@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.domain.copy import CopyEvent, CopyEventKind
 from brokerlink.store.mapping import copy_event_from_row, struct_values
 from brokerlink.store.models import CopyEventRow
-from brokerlink.store.repositories._common import Page, fetch_page, insert_rows
+from brokerlink.store.repositories._common import Page, fetch_page, in_period, insert_rows
 
 
 class CopyEventRepository:
@@ -92,10 +92,7 @@ class CopyEventRepository:
         stmt = select(CopyEventRow).where(CopyEventRow.subscription_id == subscription_id)
         if kinds is not None:
             stmt = stmt.where(CopyEventRow.kind.in_(list(kinds)))
-        if since is not None:
-            stmt = stmt.where(CopyEventRow.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(CopyEventRow.created_at < until)
+        stmt = in_period(stmt, CopyEventRow.created_at, since, until)
         return await fetch_page(
             self.session, stmt, CopyEventRow.id, copy_event_from_row, limit=limit, after=after, descending=descending
         )

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.domain.copy import PROTECTIVE_ACTIONS, CopyIntent, IntentStatus, intent_sources
 from brokerlink.store.mapping import copy_intent_from_row, struct_values
 from brokerlink.store.models import CopyIntentRow, SubscriptionRow
-from brokerlink.store.repositories._common import FRESH, Page, check_limit, fetch_page, insert_rows, rowcount
+from brokerlink.store.repositories._common import FRESH, Page, check_limit, fetch_page, in_period, insert_rows, rowcount
 
 
 class CopyIntentRepository:
@@ -239,10 +239,7 @@ class CopyIntentRepository:
         stmt = select(CopyIntentRow).where(CopyIntentRow.subscription_id == subscription_id)
         if symbol is not None:
             stmt = stmt.where(CopyIntentRow.symbol == symbol)
-        if since is not None:
-            stmt = stmt.where(CopyIntentRow.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(CopyIntentRow.created_at < until)
+        stmt = in_period(stmt, CopyIntentRow.created_at, since, until)
         return await fetch_page(
             self.session, stmt, CopyIntentRow.id, copy_intent_from_row, limit=limit, after=after, descending=descending
         )

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from brokerlink.domain.copy import CopyLink, LinkStatus
 from brokerlink.store.mapping import copy_link_from_row, struct_values
 from brokerlink.store.models import CopyLinkRow, SubscriptionRow
-from brokerlink.store.repositories._common import FRESH, Page, fetch_page, insert_rows, rowcount
+from brokerlink.store.repositories._common import FRESH, Page, fetch_page, in_period, insert_rows, rowcount
 
 _OPEN = LinkStatus.OPEN.value
 
@@ -184,10 +184,7 @@ class CopyLinkRepository:
         stmt = select(CopyLinkRow).where(CopyLinkRow.subscription_id == subscription_id)
         if symbol is not None:
             stmt = stmt.where((CopyLinkRow.provider_symbol == symbol) | (CopyLinkRow.follower_symbol == symbol))
-        if since is not None:
-            stmt = stmt.where(CopyLinkRow.opened_at >= since)
-        if until is not None:
-            stmt = stmt.where(CopyLinkRow.opened_at < until)
+        stmt = in_period(stmt, CopyLinkRow.opened_at, since, until)
         return await fetch_page(
             self.session, stmt, CopyLinkRow.id, copy_link_from_row, limit=limit, after=after, descending=descending
         )

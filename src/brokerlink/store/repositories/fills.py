@@ -16,7 +16,7 @@ from brokerlink.domain.models import Fill
 from brokerlink.kit.ids import new_id
 from brokerlink.store.mapping import fill_from_row, fill_values
 from brokerlink.store.models import FillRow
-from brokerlink.store.repositories._common import Page, check_limit, fetch_page, upsert_insert
+from brokerlink.store.repositories._common import Page, check_limit, fetch_page, in_period, upsert_insert
 
 
 class FillRepository:
@@ -104,10 +104,7 @@ class FillRepository:
             stmt = stmt.where(FillRow.order_id == order_id)
         if symbol is not None:
             stmt = stmt.where(FillRow.symbol == symbol)
-        if since is not None:
-            stmt = stmt.where(FillRow.ts >= since)
-        if until is not None:
-            stmt = stmt.where(FillRow.ts < until)
+        stmt = in_period(stmt, FillRow.ts, since, until)
         return await fetch_page(
             self.session, stmt, FillRow.id, fill_from_row, limit=limit, after=after, descending=descending
         )

@@ -17,7 +17,7 @@ from brokerlink.domain.models import Order
 from brokerlink.kit.errors import NotFound
 from brokerlink.store.mapping import order_from_row, order_mutable_values, order_to_row, order_values
 from brokerlink.store.models import AccountRow, OrderRow
-from brokerlink.store.repositories._common import Page, fetch_page, insert_rows
+from brokerlink.store.repositories._common import Page, fetch_page, in_period, insert_rows
 
 _OPEN = [status.value for status in OrderStatus if not status.is_terminal]
 
@@ -135,10 +135,7 @@ class OrderRepository:
         stmt = select(OrderRow).where(OrderRow.account_id == account_id)
         if symbol is not None:
             stmt = stmt.where(OrderRow.symbol == symbol)
-        if since is not None:
-            stmt = stmt.where(OrderRow.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(OrderRow.created_at < until)
+        stmt = in_period(stmt, OrderRow.created_at, since, until)
         return await fetch_page(
             self.session, stmt, OrderRow.id, order_from_row, limit=limit, after=after, descending=descending
         )

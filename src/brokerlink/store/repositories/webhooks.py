@@ -25,7 +25,7 @@ from brokerlink.store.models_webhooks import (
     WebhookDeliveryStatus,
     WebhookEndpointRow,
 )
-from brokerlink.store.repositories._common import FRESH, Page, fetch_page, rowcount, upsert_insert
+from brokerlink.store.repositories._common import FRESH, Page, fetch_page, in_period, rowcount, upsert_insert
 
 __all__ = [
     "WebhookAttempt",
@@ -334,10 +334,7 @@ class WebhookDeliveryRepository:
         stmt = select(WebhookDeliveryRow).where(WebhookDeliveryRow.endpoint_id == endpoint_id)
         if event_type is not None:
             stmt = stmt.where(WebhookDeliveryRow.event_type == event_type)
-        if since is not None:
-            stmt = stmt.where(WebhookDeliveryRow.created_at >= since)
-        if until is not None:
-            stmt = stmt.where(WebhookDeliveryRow.created_at < until)
+        stmt = in_period(stmt, WebhookDeliveryRow.created_at, since, until)
         return await fetch_page(
             self.session, stmt, WebhookDeliveryRow.id, _delivery, limit=limit, after=after, descending=True
         )
