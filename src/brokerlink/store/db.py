@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_
 
 from brokerlink.config import Settings
+from brokerlink.store.sqlite_driver import OneTripDbapi
 
 # busy_timeout: a writer waits up to 5 s for another writer instead of failing at once.
 # synchronous=NORMAL is durable across application crashes in WAL mode (only an OS crash can lose
@@ -217,7 +218,8 @@ def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bo
         path = _sqlite_file(parsed)
         if path is not None:
             path.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, echo=echo)
+        # One trip to aiosqlite's thread per statement, none for an idle COMMIT (sqlite_driver.py).
+        engine = create_async_engine(parsed, echo=echo, module=OneTripDbapi())
         _install_sqlite_hooks(engine, foreign_keys=sqlite_foreign_keys)
         return engine
     connect_args: dict[str, Any] = {}

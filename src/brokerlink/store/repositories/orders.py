@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.enums import OrderStatus
@@ -19,6 +19,12 @@ from brokerlink.store.mapping import order_from_row, order_mutable_values, order
 from brokerlink.store.models import AccountRow, OrderRow
 from brokerlink.store.repositories._common import Page, fetch_page, in_period, insert_rows
 
+# Built once: building a select costs more than running it (~150 µs); these run on every request.
+_FOR_USER = (
+    select(OrderRow)
+    .join(AccountRow, AccountRow.id == OrderRow.account_id)
+    .where(OrderRow.id == bindparam("order_id"), AccountRow.user_id == bindparam("user_id"))
+)
 _OPEN = [status.value for status in OrderStatus if not status.is_terminal]
 
 
@@ -58,12 +64,8 @@ class OrderRepository:
 
     async def get_for_user(self, user_id: str, order_id: str) -> Order | None:
         """The order if its account belongs to ``user_id``; None if it does not exist or is someone else's."""
-        stmt = (
-            select(OrderRow)
-            .join(AccountRow, AccountRow.id == OrderRow.account_id)
-            .where(OrderRow.id == order_id, AccountRow.user_id == user_id)
-        )
-        row = (await self.session.execute(stmt)).scalar_one_or_none()
+        params = {"order_id": order_id, "user_id": user_id}
+        row = (await self.session.execute(_FOR_USER, params)).scalar_one_or_none()
         return None if row is None else order_from_row(row)
 
     async def get_by_id(self, order_id: str) -> Order | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.kit.ids import new_id
@@ -17,6 +17,12 @@ from brokerlink.store.models import SessionRow
 from brokerlink.store.repositories._common import rowcount
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Built once: building a select costs more than running it (~150 µs); this runs on every request.
+_ACTIVE = select(SessionRow).where(
+    SessionRow.token_hash == bindparam("token_hash"),
+    SessionRow.revoked_at.is_(None),
+    SessionRow.expires_at > bindparam("now"),
+)
 _USER_AGENT_MAX = 512  # the column's length; longer agents are cut, not refused
 
 
@@ -56,12 +62,8 @@ class SessionRepository:
 
     async def get_active(self, token_hash: str, now: datetime) -> SessionRow | None:
         """The session for this token hash if it is neither revoked nor expired at ``now``."""
-        stmt = select(SessionRow).where(
-            SessionRow.token_hash == token_hash,
-            SessionRow.revoked_at.is_(None),
-            SessionRow.expires_at > now,
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        params = {"token_hash": token_hash, "now": now}
+        return (await self.session.execute(_ACTIVE, params)).scalar_one_or_none()
 
     async def get(self, session_id: str) -> SessionRow | None:
         """The session with this id, whatever its state."""

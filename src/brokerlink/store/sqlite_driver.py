@@ -1,0 +1,168 @@
+"""SQLite through SQLAlchemy and aiosqlite, with one trip to the driver's thread per statement (ADR 0036).
+
+aiosqlite runs each sqlite3 call on a thread of its own and hands the result back to the event
+loop: a queue put, a thread wake-up, a future resolved with ``call_soon_threadsafe`` and the loop's
+self-pipe. That round trip costs ~50 µs of CPU here. SQLAlchemy's adapter makes four of them for
+one statement (open a cursor, execute, fetch all, close the cursor), and two more per request for
+``COMMIT`` and the pool's ``ROLLBACK`` on check-in even when no transaction is open (brokerlink runs
+the driver in autocommit mode and begins ``BEGIN IMMEDIATE`` only before the first write, see
+:func:`brokerlink.store.db._install_sqlite_hooks`): six trips for a request that reads one row.
+
+This adapter keeps SQLAlchemy's and changes two things:
+
+- a statement is one trip: the cursor is opened, executed, drained and closed in the driver's
+  thread, and what SQLAlchemy reads afterwards (``description``, ``rowcount``, ``lastrowid``, the
+  rows) comes back with it;
+- ``commit()`` and ``rollback()`` make no trip when SQLite has no transaction open (sqlite3's own
+  ``commit`` and ``rollback`` do nothing then either; they only find out in the thread).
+
+Server-side cursors (``stream_results``) keep SQLAlchemy's behaviour. Installed by
+:func:`brokerlink.store.db.create_engine` for every SQLite engine via ``create_async_engine(module=...)``.
+
+It reaches into both libraries' internals (aiosqlite's ``_execute`` queue and ``_connection``,
+SQLAlchemy's adapter slots), which is why both are pinned exactly; every database test runs through
+it, and ``tests/store/test_sqlite_driver.py`` pins the trips.
+"""
+
+# ruff: noqa: SLF001 - an adapter between two libraries' internals (module docstring)
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util.concurrency import await_
+
+__all__ = ["OneTripDbapi"]
+
+_Result = tuple[Any, int, int | None, list[Any]]
+
+
+def _run(
+    connection: aiosqlite.Connection, operation: str, parameters: Any, *, many: bool
+) -> _Result:  # pragma: no cover - runs on aiosqlite's thread, where coverage does not trace
+    cursor = connection._conn.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        # After the rows: a DML statement with RETURNING counts its rows as they are fetched.
+        return description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A client-side cursor whose every statement is one trip to aiosqlite's thread (module docstring)."""
+
+    __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
+        # No sqlite3 cursor is opened here (SQLAlchemy's opens one: a trip): each statement opens its own.
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = {}  # type: ignore[assignment]
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid  # type: ignore[return-value]  # None before an INSERT, as sqlite3's
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _async_soft_close(self) -> None:
+        """Nothing to close: the statement's cursor closed in the driver's thread."""
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        try:
+            await_(self._statement(operation, parameters, many=False))
+        except Exception as error:  # noqa: BLE001 - translated to the DBAPI's errors, as SQLAlchemy's adapter does
+            self._adapt_connection._handle_exception(error)
+        return self
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        try:
+            await_(self._statement(operation, seq_of_parameters, many=True))
+        except Exception as error:  # noqa: BLE001 - as above
+            self._adapt_connection._handle_exception(error)
+        return self
+
+    async def _statement(self, operation: Any, parameters: Any, *, many: bool) -> None:
+        async with self._adapt_connection._execute_mutex:
+            result: _Result = await self._connection._execute(_run, self._connection, operation, parameters, many=many)
+        self._description, self._rowcount, self._lastrowid, rows = result
+        self._rows = collections.deque(rows)
+
+    def nextset(self) -> None:
+        raise self._adapt_connection.dbapi.NotSupportedError("sqlite3 has one result set per statement")
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        """A no-op, as in sqlite3."""
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """SQLAlchemy's aiosqlite connection with :class:`OneTripCursor` and no trip for an idle ``COMMIT``/``ROLLBACK``."""
+
+    __slots__ = ()
+
+    _cursor_cls = OneTripCursor
+
+    def _idle(self) -> bool:
+        # sqlite3_get_autocommit(): no BEGIN in force. Read on the loop's thread while no statement of
+        # this connection runs (SQLAlchemy awaits each one), so it cannot change underneath.
+        driver: sqlite3.Connection | None = self._connection._connection
+        return driver is not None and not driver.in_transaction
+
+    def commit(self) -> None:
+        if not self._idle():
+            super().commit()
+
+    def rollback(self) -> None:
+        if not self._idle():
+            super().rollback()
+
+
+class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
+    """The DBAPI module SQLAlchemy's aiosqlite dialect is given, making :class:`OneTripConnection` s."""
+
+    def __init__(self) -> None:
+        super().__init__(aiosqlite, sqlite3)
+
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        adapted = super().connect(*arg, **kw)
+        return OneTripConnection(self, adapted._connection)

@@ -1,0 +1,134 @@
+"""The SQLite adapter (store/sqlite_driver.py, ADR 0036): one trip to aiosqlite's thread per statement,
+none for an idle COMMIT or ROLLBACK, and the DBAPI behaviour SQLAlchemy relies on unchanged."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from brokerlink.store.db import create_engine
+from brokerlink.store.sqlite_driver import OneTripConnection, OneTripCursor
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, n INTEGER)")
+        await conn.exec_driver_sql("INSERT INTO t (name, n) VALUES ('a', 1), ('b', 2), ('c', 3)")
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """Every call queued to aiosqlite's thread, by the function's name (the real driver, counted)."""
+    counted: Counter[str] = Counter()
+    queue = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        counted[getattr(fn, "__name__", repr(fn))] += 1
+        return await queue(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return counted
+
+
+def _sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def test_engines_use_the_one_trip_adapter(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert isinstance(raw.dbapi_connection, OneTripConnection)
+        assert isinstance(raw.dbapi_connection.cursor(), OneTripCursor)
+
+
+async def test_a_read_request_is_one_trip_with_nothing_for_its_commit_and_check_in(
+    engine: AsyncEngine, trips: Counter[str]
+) -> None:
+    async with _sessions(engine)() as session:
+        await session.execute(text("SELECT 1"))  # the pool's first checkout pings nothing; warm it anyway
+        await session.commit()
+    trips.clear()
+    async with _sessions(engine)() as session:
+        rows = (await session.execute(text("SELECT name FROM t ORDER BY id"))).scalars().all()
+        await session.commit()
+    assert rows == ["a", "b", "c"]
+    # SQLAlchemy's adapter: cursor, execute, fetchall, close, COMMIT, and ROLLBACK at check-in = 6.
+    assert trips == Counter({"_run": 1})
+
+
+async def test_a_write_is_a_trip_per_statement_and_one_for_its_commit(engine: AsyncEngine, trips: Counter[str]) -> None:
+    async with _sessions(engine)() as session:
+        await session.execute(text("UPDATE t SET n = n + 1 WHERE name = 'a'"))
+        await session.commit()
+    # BEGIN IMMEDIATE (the write hook), the UPDATE, then COMMIT; nothing at check-in.
+    assert trips == Counter({"_run": 2, "commit": 1})
+    async with engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT n FROM t WHERE name = 'a'")).scalar_one() == 2
+
+
+async def test_rowcount_lastrowid_returning_and_executemany_behave_as_sqlite3s(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        updated = await conn.exec_driver_sql("UPDATE t SET n = n * 10 WHERE n >= 2")
+        assert updated.rowcount == 2
+        inserted = await conn.exec_driver_sql("INSERT INTO t (name, n) VALUES ('d', 4)")
+        assert inserted.lastrowid == 4
+        returned = await conn.exec_driver_sql("INSERT INTO t (name, n) VALUES ('e', 5) RETURNING id, name")
+        assert returned.all() == [(5, "e")]
+        many = await conn.execute(
+            text("INSERT INTO t (name, n) VALUES (:name, :n)"), [{"name": "f", "n": 6}, {"name": "g", "n": 7}]
+        )
+        assert many.rowcount == 2
+        deleted = await conn.exec_driver_sql("DELETE FROM t WHERE name IN ('f', 'g', 'zz')")
+        assert deleted.rowcount == 2
+    async with engine.connect() as conn:
+        result = await conn.exec_driver_sql("SELECT name, n FROM t ORDER BY id")
+        assert [c[0] for c in result.cursor.description] == ["name", "n"]
+        assert result.fetchmany(2) == [("a", 1), ("b", 20)]
+        assert result.fetchone() == ("c", 30)
+        assert result.fetchall() == [("d", 4), ("e", 5)]
+
+
+async def test_a_failed_statement_raises_the_dbapi_error_and_the_transaction_rolls_back(engine: AsyncEngine) -> None:
+    async with _sessions(engine)() as session:
+        await session.execute(text("UPDATE t SET n = 100 WHERE name = 'a'"))
+        with pytest.raises(IntegrityError):
+            await session.execute(text("INSERT INTO t (name, n) VALUES ('b', 9)"))  # name is unique
+        await session.rollback()
+    async with _sessions(engine)() as session:
+        with pytest.raises(OperationalError, match="no such table"):
+            await session.execute(text("SELECT * FROM missing"))
+    async with engine.connect() as conn:
+        # The rollback happened (SQLite had a transaction open: the UPDATE's BEGIN IMMEDIATE).
+        assert (await conn.exec_driver_sql("SELECT n FROM t WHERE name = 'a'")).scalar_one() == 1
+
+
+async def test_a_rolled_back_write_leaves_nothing_and_the_connection_clean(engine: AsyncEngine) -> None:
+    async with _sessions(engine)() as session:
+        await session.execute(text("INSERT INTO t (name, n) VALUES ('x', 0)"))
+        await session.rollback()
+        # The same session goes on: its next write begins a fresh transaction.
+        await session.execute(text("INSERT INTO t (name, n) VALUES ('y', 0)"))
+        await session.commit()
+    async with engine.connect() as conn:
+        names = (await conn.exec_driver_sql("SELECT name FROM t ORDER BY id")).scalars().all()
+        raw = await conn.get_raw_connection()
+        assert not raw.dbapi_connection.driver_connection.in_transaction
+    assert names == ["a", "b", "c", "y"]
+
+
+async def test_server_side_cursors_still_stream(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        result = await conn.stream(text("SELECT name FROM t ORDER BY id"))
+        assert [row.name async for row in result] == ["a", "b", "c"]
