@@ -187,10 +187,10 @@ def ws_connection(*, channel: str, opened: bool) -> None:
     _emit("ws_connection", channel=channel, opened="1" if opened else "0")
 
 
-def ws_message(*, channel: str, direction: str) -> None:
-    """A WebSocket message went ``direction`` (in or out) on ``channel``."""
-    WS_MESSAGES.labels(channel, direction).inc()
-    _emit("ws_message", channel=channel, direction=direction)
+def ws_message(*, channel: str, direction: str, count: int = 1) -> None:
+    """A WebSocket message (``count`` of them) went ``direction`` (in or out) on ``channel``."""
+    WS_MESSAGES.labels(channel, direction).inc(count)
+    _emit("ws_message", None if count == 1 else count, channel=channel, direction=direction)
 
 
 def broker_connection(*, connection_id: str, broker: str, state: str) -> None:

@@ -74,6 +74,30 @@ async def serve(app: Litestar, port: int) -> AsyncIterator[str]:
         await asyncio.wait_for(task, timeout=15)
 
 
+@contextlib.asynccontextmanager
+async def serve_granian(app: Litestar, port: int) -> AsyncIterator[str]:
+    """The app under granian (the product's default server), embedded in this loop."""
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    server = Server(app, address="127.0.0.1", port=port, interface=Interfaces.ASGI, log_enabled=False)
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):  # bounded: 10 s
+        if task.done():
+            task.result()
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("granian did not start")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, timeout=15)
+
+
 async def user(app: Litestar, settings: Settings, email: str) -> str:
     """A user and a signed-in session, straight in the store (no password hashing); the cookie value."""
     database: Database = app.state.db
@@ -87,8 +111,11 @@ async def user(app: Litestar, settings: Settings, email: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def world(tmp_path: Path, app_state: dict[str, Any] | None = None, **changes: Any) -> AsyncIterator[World]:
-    """A served app; Alice (signed in) with two accounts, Bob (signed in) with one.
+async def world(
+    tmp_path: Path, app_state: dict[str, Any] | None = None, *, server: str = "uvicorn", **changes: Any
+) -> AsyncIterator[World]:
+    """A served app (uvicorn, or ``server="granian"``); Alice (signed in) with two accounts, Bob
+    (signed in) with one.
 
     ``app_state`` is put on the app's state before it starts (e.g. a ``market_source``)."""
     port = free_port()
@@ -97,7 +124,7 @@ async def world(tmp_path: Path, app_state: dict[str, Any] | None = None, **chang
     app = create_app(settings, clock=clock, configure_logs=False)
     for key, value in (app_state or {}).items():
         app.state[key] = value
-    async with serve(app, port) as host:
+    async with (serve_granian if server == "granian" else serve)(app, port) as host:
         cookie = await user(app, settings, "alice@example.com")
         bob_cookie = await user(app, settings, "bob@example.com")
         _, mine = await link_account(app, "alice@example.com", "Main")

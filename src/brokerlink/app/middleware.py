@@ -19,6 +19,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from brokerlink import observe
 from brokerlink.logs import get_logger
 from brokerlink.security.principal import Principal
+from brokerlink.stream.connections import SERVER_SEND
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _access_log = get_logger("brokerlink.access")
@@ -44,6 +45,8 @@ class RequestContextMiddleware:
         given = _header(scope, b"x-request-id")
         request_id = given if given and _REQUEST_ID_RE.match(given) else "req_" + secrets.token_hex(12)
         scope.setdefault("state", {})["request_id"] = request_id
+        if scope["type"] == ScopeType.WEBSOCKET:  # /v1/stream writes its frames here, past HTTP-only wrappers
+            scope["state"][SERVER_SEND] = send
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter_ns()

@@ -10,10 +10,15 @@ bus topic ``alerts`` (operational alerts for admins and auditors), the ``copy_ev
 (:class:`~brokerlink.stream.feeds.CopyEventPoller`) and the market-data source
 (:meth:`StreamHub.publish_market`, the :class:`~brokerlink.stream.protocol.MarketSink` seam).
 
-The hub never awaits a socket. Each connection has an outgoing buffer that its own task drains:
-account, copy and alert events are never dropped (past ``stream_buffer`` unsent ones the connection
-is closed with 1013 and the client resumes from its sequence numbers); market data waits at most
-one message per channel, replaced by the newest while the socket is behind (conflation).
+The hub never awaits a socket (ADR 0035). A connection whose socket is idle gets each message
+written at once, from the publisher's call: the ASGI ``send`` is started there and, when the server
+finishes it without waiting (uvicorn with room in its transport buffer), that is all; when the send
+has to wait (granian always, uvicorn once the socket's buffer is full), the connection is *behind*
+until the server's future completes, and its next messages wait in its outgoing buffer: account,
+copy and alert events are never dropped (past ``stream_buffer`` unsent ones the connection is closed
+with 1013 and the client resumes from its sequence numbers); market data waits at most one message
+per channel, replaced by the newest while the socket is behind (conflation). No task runs per
+message: the server's future calls the connection back, which sends what waits in one go.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 import msgspec
 
+from brokerlink import observe
 from brokerlink.bus.base import EventBus
 from brokerlink.domain.enums import Role
 from brokerlink.engine.alerts.events import ALERTS_TOPIC
@@ -131,6 +138,36 @@ class AlertView(msgspec.Struct, frozen=True, kw_only=True):
         return (self.scopes is None or scope in self.scopes) and (self.accounts is None or account_id in self.accounts)
 
 
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+"""An ASGI ``send``."""
+SERVER_SEND: Final = "server_send"
+"""Where the outermost middleware leaves a WebSocket's own ASGI ``send`` in ``scope["state"]``: the
+stream writes its frames there, past middleware wrappers that only act on HTTP messages (ADR 0035)."""
+OBSERVED_CHANNEL: Final = "public"
+"""The metrics label of the messages this hub sends."""
+
+
+class SentCounter:
+    """Counts a hub's sent messages and reports them to the metrics once per loop turn, not once each."""
+
+    __slots__ = ("count", "scheduled")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.scheduled = False
+
+    def add(self, count: int) -> None:
+        self.count += count
+        if not self.scheduled:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        count, self.count, self.scheduled = self.count, 0, False
+        if count:
+            observe.ws_message(channel=OBSERVED_CHANNEL, direction="out", count=count)
+
+
 class _MarketSlot:
     """A place in a connection's buffer for the newest unsent update of one market channel."""
 
@@ -151,8 +188,10 @@ class StreamConnection:
         expires_at: datetime | None = None,
         buffer: int = 2000,
         now_ns: int = 0,
+        counter: SentCounter | None = None,
     ) -> None:
         self.id = new_ulid()
+        self.counter = counter or SentCounter()
         self.principal = principal
         self.token_id = token_id
         self.consent_id = principal.consent_id
@@ -166,7 +205,15 @@ class StreamConnection:
         self.reliable = 0
         """Messages in ``out`` that are not market slots."""
         self.wake = asyncio.Event()
-        """Set when there is something to send, or the connection must close."""
+        """Set when the connection must close, or its last send finished while closing."""
+        self.send: Send | None = None
+        """The socket's ASGI ``send`` once :meth:`attach` ed; until then messages wait in ``out``."""
+        self.sending = False
+        """A send is under way (the socket is behind until it completes)."""
+        self.idle = False
+        """Attached, not closing, and no send under way: the next message goes out at once."""
+        self.failed = False
+        """A send raised: the socket is gone; nothing more is written to it."""
         self.closing = False
         self.close_code = WS_POLICY_VIOLATION
         self.close_reason = ""
@@ -184,7 +231,12 @@ class StreamConnection:
         return self.principal.has_scope(EVENT_SCOPES.get(event_type, DEFAULT_EVENT_SCOPE))
 
     def push(self, text: str) -> None:
-        """Queue a message that must not be lost; past the buffer the connection closes (1013)."""
+        """Send a message that must not be lost, or queue it while the socket is behind; past the
+        buffer the connection closes (1013)."""
+        if self.idle:
+            self.counter.add(1)
+            self.write({"type": "websocket.send", "text": text})
+            return
         if self.closing:
             return
         if self.reliable >= self.buffer:
@@ -192,18 +244,96 @@ class StreamConnection:
             return
         self.reliable += 1
         self.out.append(text)
-        self.wake.set()
 
     def push_market(self, channel: str, text: str) -> None:
-        """Queue a market update; one still unsent for the same channel is replaced (conflated)."""
+        """Send a market update, or hold it while the socket is behind: one still unsent for the same
+        channel is replaced (conflated)."""
+        if self.idle:
+            self.counter.add(1)
+            self.write({"type": "websocket.send", "text": text})
+            return
         if self.closing:
             return
         if channel in self.market:
             self.conflated += 1
         else:
             self.out.append(_MarketSlot(channel))
-            self.wake.set()
         self.market[channel] = text
+
+    # --- writing (module docstring; ADR 0035) ---------------------------------------------------
+
+    def attach(self, send: Send) -> None:
+        """Write to ``send`` from now on, starting with what waits."""
+        self.send = send
+        if not self.closing:
+            self.sending = True
+            self._drain()
+
+    def write(self, message: dict[str, Any]) -> None:
+        """Start sending ``message`` now; only when :attr:`idle` (the caller counts it as sent).
+
+        The ASGI ``send`` is driven as a task would drive it: when it finishes without waiting the
+        socket is idle again at once; when it waits, the server's future calls :meth:`_resume`."""
+        self.idle = False
+        self.sending = True
+        try:
+            step = self.send(message).__await__()  # type: ignore[misc]  # idle: attached
+            waiting = next(step)
+        except StopIteration:
+            self.sending = False
+            self.idle = not self.closing
+            return
+        except Exception:  # noqa: BLE001 - a socket that cannot take a message is gone; its reader ends it
+            self._fail()
+            return
+        self._wait(step, waiting)
+
+    def _wait(self, step: Generator[Any, None, None], waiting: Any) -> None:
+        # What a send waits on: a future (asyncio's, or granian's future-like), or None (a bare yield).
+        if waiting is None:
+            asyncio.get_running_loop().call_soon(self._resume, step, None)
+        else:
+            waiting.add_done_callback(partial(self._resume, step))
+
+    def _resume(self, step: Generator[Any, None, None], _done: object) -> None:
+        try:
+            waiting = next(step)
+        except StopIteration:
+            self._drain()
+            return
+        except Exception:  # noqa: BLE001 - the send failed: the socket is gone
+            self._fail()
+            return
+        self._wait(step, waiting)
+
+    def _drain(self) -> None:
+        """A send finished (``sending`` still set): send what waits, until one has to wait or none does."""
+        while True:
+            if self.closing:
+                self.sending = False
+                self.wake.set()
+                return
+            text = self.next_message()
+            if text is None:
+                self.sending = False
+                self.idle = True
+                return
+            self.counter.add(1)
+            try:
+                step = self.send({"type": "websocket.send", "text": text}).__await__()  # type: ignore[misc]
+                waiting = next(step)
+            except StopIteration:
+                continue
+            except Exception:  # noqa: BLE001 - as in write
+                self._fail()
+                return
+            self._wait(step, waiting)
+            return
+
+    def _fail(self) -> None:
+        self.failed = True
+        self.sending = False
+        self.close("connection lost", code=CLOSE_GOING_AWAY)
 
     def next_message(self) -> str | None:
         """The next message to send, or None when nothing waits."""
@@ -227,6 +357,7 @@ class StreamConnection:
             self.closing = True
             self.close_code = code
             self.close_reason = reason
+            self.idle = False
             self.wake.set()
 
 
@@ -275,6 +406,7 @@ class StreamHub:
         self._alert_views: dict[str, dict[str, AlertView]] = {}
         """User id -> their live alert views."""
         self._wanting: dict[str, asyncio.Future[None]] = {}
+        self.sent = SentCounter()
         self._tasks: list[asyncio.Task[None]] = []
         self.owners: Callable[[str], Awaitable[str | None]] | None = None
         """``account id -> its owner's user id`` (set by the feeds; connection changes become alerts)."""
@@ -294,6 +426,7 @@ class StreamHub:
             expires_at=expires_at,
             buffer=self.buffer,
             now_ns=self.clock.monotonic_ns(),
+            counter=self.sent,
         )
 
     @contextlib.contextmanager
@@ -422,9 +555,18 @@ class StreamHub:
 
     def _publish(self, log: ChannelLog, payload: str) -> int:
         text = log.append(payload)
+        message = {"type": "websocket.send", "text": text}  # one for every idle socket: servers only read it
         connections = self._connections
+        sent = 0
         for connection_id in log.followers:
-            connections[connection_id].push(text)
+            connection = connections[connection_id]
+            if connection.idle:
+                sent += 1
+                connection.write(message)
+            else:
+                connection.push(text)
+        if sent:
+            self.sent.add(sent)
         return len(log.followers)
 
     # --- sources --------------------------------------------------------------------------------
@@ -484,9 +626,18 @@ class StreamHub:
         if log is None or not log.followers:
             return
         text = log.append(msgspec.json.encode(event).decode())
+        message = {"type": "websocket.send", "text": text}  # as in _publish
         connections = self._connections
+        sent = 0
         for connection_id in log.followers:
-            connections[connection_id].push_market(channel, text)
+            connection = connections[connection_id]
+            if connection.idle:
+                sent += 1
+                connection.write(message)
+            else:
+                connection.push_market(channel, text)
+        if sent:
+            self.sent.add(sent)
 
     async def market_log(self, channel: str) -> ChannelLog:
         """The log of a market channel, asking the source to feed it first (raises NotFound)."""

@@ -11,9 +11,10 @@ The server sends :class:`~brokerlink.stream.protocol.Welcome` first, then answer
 message: ``subscribe`` (with ``after`` and ``epoch`` to resume), ``unsubscribe`` and ``ping``.
 Subscriptions are authorized per object and per consent scope (:mod:`brokerlink.stream.access`).
 
-Each socket has two tasks: this module's reader, which answers the client, and its writer, which
-drains the connection's buffer (:class:`~brokerlink.stream.connections.StreamConnection`) into the
-socket; the hub only appends to the buffer. The socket is closed with 1008 when its token or consent
+Each socket has one task, this module's reader, which answers the client; the session's own task
+waits for the socket to close. Messages reach the socket from whoever publishes them
+(:class:`~brokerlink.stream.connections.StreamConnection` writes to an idle socket at once and holds
+what comes while a send is under way: ADR 0035). The socket is closed with 1008 when its token or consent
 is revoked (within a second: the hub follows the revocation topic), when its token expires, when the
 client sends messages faster than ``rate_limit_ws_messages``, and (by the rate-limit middleware)
 when its principal already has ``rate_limit_ws_connections`` open; with 1013 when its buffer of
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -42,7 +43,14 @@ from brokerlink.security.principal import Principal
 from brokerlink.stream.access import Access, Refused
 from brokerlink.stream.access import Snapshot as LoadSnapshot
 from brokerlink.stream.channels import ChannelLog, parse_channel
-from brokerlink.stream.connections import STATE_KEY, WS_POLICY_VIOLATION, StreamConnection, StreamHub
+from brokerlink.stream.connections import (
+    SERVER_SEND,
+    STATE_KEY,
+    WS_POLICY_VIOLATION,
+    Send,
+    StreamConnection,
+    StreamHub,
+)
 from brokerlink.stream.protocol import (
     ClientMessage,
     Error,
@@ -193,23 +201,20 @@ class _Session:
         return None
 
     async def write(self) -> None:
-        """Send what the connection's buffer holds until it must close or the client left."""
+        """Let the connection write to the socket until it must close or the client left, then close it."""
         connection, socket, reading = self.connection, self.socket, self.reading
-        send = socket.send_text
-        while True:
-            if connection.closing:
-                break
-            text = connection.next_message()
-            if text is None:
-                if reading.done():
-                    return
-                connection.wake.clear()
-                await connection.wake.wait()
-                continue
-            await send(text)
-            observe.ws_message(channel=CHANNEL, direction="out")
-        if not self.closed_by_reader:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        # The server's own send when the outermost middleware left it (ADR 0035), else the wrapped one.
+        connection.attach(cast("Send", socket.scope.get("state", {}).get(SERVER_SEND) or socket.send))
+        while not connection.closing and not reading.done():
+            connection.wake.clear()
+            await connection.wake.wait()
+        if not connection.closing:
+            return
+        while connection.sending:  # the close frame goes after the message under way
+            connection.wake.clear()
+            await connection.wake.wait()
+        if not self.closed_by_reader and not connection.failed:
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                 await socket.close(code=connection.close_code, reason=connection.close_reason)
 
     async def run(self) -> None:
