@@ -13,7 +13,7 @@ ids case-insensitively. With 160 bits, a collision among even 10^12 ids has prob
 
 from __future__ import annotations
 
-import base64
+import functools
 import hashlib
 
 PREFIX = "cp-"
@@ -31,11 +31,29 @@ def copy_client_order_id(subscription_id: str, provider_trade_id: str, action: s
     parts = (subscription_id, provider_trade_id, action)
     if not all(parts):
         raise ValueError("subscription_id, provider_trade_id and action must all be non-empty")
-    digest = hashlib.sha256()
-    digest.update(_DOMAIN)
-    for part in parts:
+    digest = _prefix(subscription_id).copy()
+    for part in (provider_trade_id, action):
         data = part.encode("utf-8")
         digest.update(len(data).to_bytes(8, "big"))
         digest.update(data)
-    # 160 bits are exactly 32 base32 characters (5 bits each), so no padding is produced.
-    return PREFIX + base64.b32encode(digest.digest()[: ID_BITS // 8]).decode("ascii").lower()
+    # 160 bits are exactly 32 base32 characters (5 bits each), so no padding is produced: RFC 4648's
+    # alphabet in lower case, two characters (10 bits) at a time (``base64.b32encode`` costs twice as much).
+    bits = int.from_bytes(digest.digest()[: ID_BITS // 8], "big")
+    return PREFIX + "".join([_PAIRS[(bits >> shift) & 1023] for shift in _SHIFTS])
+
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]
+_SHIFTS = tuple(range(ID_BITS - 10, -1, -10))
+
+
+@functools.lru_cache(maxsize=65536)
+def _prefix(subscription_id: str) -> hashlib._Hash:
+    """The hash state after the domain and the subscription: a fan-out hashes only what differs per fill
+    (copied, never updated in place)."""
+    digest = hashlib.sha256()
+    digest.update(_DOMAIN)
+    data = subscription_id.encode("utf-8")
+    digest.update(len(data).to_bytes(8, "big"))
+    digest.update(data)
+    return digest

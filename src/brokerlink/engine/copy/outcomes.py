@@ -10,6 +10,7 @@ the symbol's run of refusals (:mod:`~brokerlink.engine.copy.rejects`), in the sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -31,6 +32,8 @@ from brokerlink.store.repositories.copy_signals import CopySignalRepository
 from brokerlink.store.repositories.orders import OrderRepository
 
 _IN_FLIGHT = frozenset({IntentStatus.SENT, IntentStatus.ACKNOWLEDGED})
+SETTLE_BATCH = 16
+"""Copy orders :func:`settle_many` settles per transaction (each holds the write lock a few milliseconds)."""
 
 
 async def settle(
@@ -44,50 +47,85 @@ async def settle(
     the time from handing the order over to the answer, when the caller measured it).
     """
     async with database.session() as session:
-        intents = CopyIntentRepository(session)
-        intent = await intents.get_by_client_order_id(account_id, client_order_id)
-        order = await OrderRepository(session).get_by_client_order_id(account_id, client_order_id)
-        if intent is None:
-            return True
-        # A pending intent is settled by its dispatch, right after it records the send (and timings).
-        if order is None or intent.status not in _IN_FLIGHT:
-            return intent.status is not IntentStatus.PENDING
-        now = clock.now()
-        if intent.status is IntentStatus.SENT and order.status is not OrderStatus.PENDING_NEW:
-            await intents.mark_acknowledged(intent.id, now=now, order_id=order.id, broker_us=broker_us)
-            observe.copy_latency(signal_us=None, engine_us=None, broker_us=broker_us)  # the answer came after the send
-        if not order.status.is_terminal:
-            await session.commit()
-            return False
-        if intent.action.is_protective:
-            await _settle_protective(session, intent, order, now=now)
-            await session.commit()
-            return True
-        refused = False
-        if order.status is OrderStatus.FILLED:
-            slip = await _slippage(session, intent, order)
-            await intents.mark_filled(intent.id, now=now, order_id=order.id, slippage_bps=slip)
-            await rejects.record_fill(session, intent)
-            kind, reason = CopyEventKind.COPIED, None
-            detail = f"{order.side.value} {order.filled_qty} {order.symbol} at {order.avg_fill_price}"
-        elif order.status is OrderStatus.REJECTED:
-            # Counted only by the settle that moved it: a refusal settled twice (bus and sweep) counts once.
-            refused = await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
-            kind, reason, detail = CopyEventKind.REJECTED, "broker_rejected", order.reject_reason or "rejected"
-        else:
-            await intents.mark_canceled(intent.id, now=now, reason=order.status.value)
-            kind, reason = CopyEventKind.REJECTED, f"order_{order.status.value}"
-            detail = f"{order.filled_qty} of {order.qty} filled before it was {order.status.value}"
-        await _correct_link(session, intent, planned=intent.qty, filled=order.filled_qty, now=now)
-        await CopyEventRepository(session).add(
-            CopyEvent(
-                id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=reason,
-                detail=detail, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
-            )
-        )  # fmt: skip
-        if refused:
-            await rejects.record_reject(session, intent, detail, now=now)
+        done = await _settle(session, clock, account_id, client_order_id, broker_us=broker_us)
         await session.commit()
+    return done
+
+
+async def settle_many(
+    database: Database, clock: Clock, orders: Sequence[tuple[str, str, int | None]]
+) -> dict[str, bool]:
+    """:func:`settle` for several copy orders, ``(account id, client order id, broker_us)`` each, a few per
+    transaction (the answers to a fan-out arrive together: one write lock and one commit for several,
+    and never held long, since the links' ingest queues for it). If a batch fails, each of its orders is
+    settled in a transaction of its own (one bad order cannot hold up the others). Whether each is done
+    with, by client order id."""
+    done: dict[str, bool] = {}
+    for start in range(0, len(orders), SETTLE_BATCH):
+        batch = orders[start : start + SETTLE_BATCH]
+        settled: dict[str, bool] = {}
+        try:
+            async with database.session() as session:
+                for account_id, client_order_id, broker_us in batch:
+                    settled[client_order_id] = await _settle(
+                        session, clock, account_id, client_order_id, broker_us=broker_us
+                    )
+                await session.commit()
+        except Exception:  # noqa: BLE001 - retried one by one below, where the failing one raises on its own
+            settled = {}
+            for account_id, client_order_id, broker_us in batch:
+                settled[client_order_id] = await settle(
+                    database, clock, account_id, client_order_id, broker_us=broker_us
+                )
+        done |= settled
+    return done
+
+
+async def _settle(
+    session: AsyncSession, clock: Clock, account_id: str, client_order_id: str, *, broker_us: int | None
+) -> bool:
+    """:func:`settle` in the caller's transaction (never commits)."""
+    intents = CopyIntentRepository(session)
+    intent = await intents.get_by_client_order_id(account_id, client_order_id)
+    order = await OrderRepository(session).get_by_client_order_id(account_id, client_order_id)
+    if intent is None:
+        return True
+    # A pending intent is settled by its dispatch, right after it records the send (and timings).
+    if order is None or intent.status not in _IN_FLIGHT:
+        return intent.status is not IntentStatus.PENDING
+    now = clock.now()
+    if intent.status is IntentStatus.SENT and order.status is not OrderStatus.PENDING_NEW:
+        await intents.mark_acknowledged(intent.id, now=now, order_id=order.id, broker_us=broker_us)
+        observe.copy_latency(signal_us=None, engine_us=None, broker_us=broker_us)  # the answer came after the send
+    if not order.status.is_terminal:
+        return False
+    if intent.action.is_protective:
+        await _settle_protective(session, intent, order, now=now)
+        return True
+    refused = False
+    if order.status is OrderStatus.FILLED:
+        slip = await _slippage(session, intent, order)
+        await intents.mark_filled(intent.id, now=now, order_id=order.id, slippage_bps=slip)
+        await rejects.record_fill(session, intent)
+        kind, reason = CopyEventKind.COPIED, None
+        detail = f"{order.side.value} {order.filled_qty} {order.symbol} at {order.avg_fill_price}"
+    elif order.status is OrderStatus.REJECTED:
+        # Counted only by the settle that moved it: a refusal settled twice (bus and sweep) counts once.
+        refused = await intents.mark_rejected(intent.id, reason=order.reject_reason or "rejected", now=now)
+        kind, reason, detail = CopyEventKind.REJECTED, "broker_rejected", order.reject_reason or "rejected"
+    else:
+        await intents.mark_canceled(intent.id, now=now, reason=order.status.value)
+        kind, reason = CopyEventKind.REJECTED, f"order_{order.status.value}"
+        detail = f"{order.filled_qty} of {order.qty} filled before it was {order.status.value}"
+    await _correct_link(session, intent, planned=intent.qty, filled=order.filled_qty, now=now)
+    await CopyEventRepository(session).add(
+        CopyEvent(
+            id=new_id("cpe"), subscription_id=intent.subscription_id, kind=kind, reason=reason,
+            detail=detail, signal_id=intent.signal_id, intent_id=intent.id, created_at=now,
+        )
+    )  # fmt: skip
+    if refused:
+        await rejects.record_reject(session, intent, detail, now=now)
     return True
 
 

@@ -52,7 +52,7 @@ from brokerlink.domain.copy import (
     Strategy,
     Subscription,
 )
-from brokerlink.domain.enums import ConnectionState, OrderStatus, Side, TimeInForce
+from brokerlink.domain.enums import ConnectionState, OrderStatus, OrderType, Side, TimeInForce
 from brokerlink.domain.events import OrderEvent, decode_event
 from brokerlink.domain.models import Fill, Instrument, Order, Position, Quote
 from brokerlink.engine.audit import COPY_ENGINE, Stamp
@@ -91,7 +91,6 @@ _log = get_logger("brokerlink.engine.copy")
 COPY_PREFIX = "cp-"
 """Every copy order's client order id starts with it (:func:`~brokerlink.engine.copy.ids.copy_client_order_id`)."""
 _SCAN_BATCH = 200
-_FOLLOWUPS = 16  # dispatches recording their send at once (each holds a pooled connection meanwhile)
 
 
 def is_copy_order(order: Order) -> bool:
@@ -154,7 +153,8 @@ class CopyEngine:
         self._prepared: dict[str, Order] = {}  # intent id -> its order, stored with it, not sent yet
         self._sent_perf: dict[str, float] = {}  # client order id -> perf_counter when handed to the adapter
         self._answer_us: dict[str, int] = {}  # client order id -> microseconds to the broker's first answer
-        self._followups = asyncio.Semaphore(_FOLLOWUPS)
+        self._sends: list[_Sent] = []  # handed over, the send not recorded yet
+        self._send_flusher: asyncio.Task[None] | None = None
         self._links_awaited = asyncio.Event()
         self.joined: set[str] = set()  # subscriptions whose on_subscribe policy has been applied
 
@@ -172,6 +172,9 @@ class CopyEngine:
     async def stop(self) -> None:
         """Stop following and dispatching (intents in flight stay in the outbox for the next start)."""
         tasks = [*self._tasks, *self._dispatching.values()]
+        if self._send_flusher is not None:
+            tasks.append(self._send_flusher)
+            self._send_flusher = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -184,12 +187,14 @@ class CopyEngine:
         self._tasks.clear()
         self._dispatching.clear()
         self._prepared.clear()  # stored pending_new: the next start's replay sends them
+        self._sends.clear()  # sent, not recorded: the next start's replay resolves them by lookup
         self._sent_perf.clear()
         self._answer_us.clear()
 
     async def _follow_bus(self) -> None:
         consumer = self.bus.consumer(ACCOUNT_TOPIC, "copy", self.node, start="latest")
         await self._await_links()
+        await self.protected_links()  # read now: the first close of a fan-out then sends without a read first
         self._links_awaited.set()
         await self.scan_all()
         await self.dispatch_pending()  # what a crash left in the outbox, before it grows stale
@@ -201,6 +206,7 @@ class CopyEngine:
                 await asyncio.sleep(self.retry_every_s)
                 continue
             accounts: set[str] = set()
+            copies: dict[tuple[str, str], None] = {}  # in order, each once: a settle reads the order's latest state
             orders_moved = False
             for message in messages:
                 try:
@@ -211,11 +217,15 @@ class CopyEngine:
                     orders_moved = True
                     if event.client_order_id.startswith(COPY_PREFIX):
                         self._answered(event.client_order_id)
-                        await self.settle(event.account_id, event.client_order_id)
+                        copies[event.account_id, event.client_order_id] = None
                     if event.tag == "order_filled":
                         accounts.add(event.account_id)
-            for account_id in accounts:
-                await self.scan_account(account_id)
+            await self.settle_many(list(copies))
+            if accounts:  # only accounts that back a strategy have fills to consume: one read, not one per account
+                async with self.database.session() as session:
+                    providers = {s.account_id for s in await StrategyRepository(session).list_active()}
+                for account_id in sorted(accounts & providers):
+                    await self.scan_account(account_id)
             if orders_moved:  # a provider's stop or limit, or a follower's protective order, may have moved
                 try:
                     await self.sync_protection()
@@ -282,6 +292,8 @@ class CopyEngine:
             for strategy in await StrategyRepository(session).list_active():
                 subscriptions = await SubscriptionRepository(session).list_for_strategy(strategy.id)
                 accounts |= {s.account_id for s in subscriptions}
+                # The fan-out's cache, filled now rather than by the first fill (used while versions match).
+                self._subscription_cache.update((s.id, s) for s in subscriptions)
         accounts = {a for a in accounts if not await self._revoked(a)}  # those never come back
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.connect_wait_s):
@@ -332,6 +344,10 @@ class CopyEngine:
             async with lock:
                 intents += await self._scan_strategy(strategy.id)
         self.dispatch(intents)
+        if intents:
+            # Let the dispatches just scheduled hand their orders over before the caller goes on (the bus
+            # follower's next step reads and writes: the hand-off must not wait behind it).
+            await asyncio.sleep(0)
         return intents
 
     async def _scan_strategy(self, strategy_id: str) -> list[CopyIntent]:
@@ -383,8 +399,9 @@ class CopyEngine:
                 return []
             await store.set_strategy_position(strategy.id, fill.symbol, signal.provider_position_after, now=now)
             signal_us = int((now - fill.ts).total_seconds() * 1_000_000)
-            intents, events, moves, new_links, peaks = await self._plan(session, store, strategy, signal, now=now)
-            intents = [msgspec.structs.replace(i, signal_us=signal_us) for i in intents]
+            intents, events, moves, new_links, peaks = await self._plan(
+                session, store, strategy, signal, now=now, signal_us=signal_us
+            )
             orders = self._prepare_orders(intents, now=now)
             # Moves first (a reversal closes a link, then opens the next one), new links before their intents.
             await store.move_links(moves, now=now)
@@ -420,7 +437,14 @@ class CopyEngine:
         return intents
 
     async def _plan(
-        self, session: AsyncSession, store: FanoutStore, strategy: Strategy, signal: CopySignal, *, now: datetime
+        self,
+        session: AsyncSession,
+        store: FanoutStore,
+        strategy: Strategy,
+        signal: CopySignal,
+        *,
+        now: datetime,
+        signal_us: int | None = None,
     ) -> tuple[list[CopyIntent], list[CopyEvent], list[tuple[str, Decimal, bool]], list[CopyLink], list[EquityPeak]]:
         """Every follower's plan for the signal: intents, skip events, link moves and new links, and the
         drawdown peaks that moved. Reads the roster once (subscriptions, their links in the symbol, equities)."""
@@ -485,6 +509,7 @@ class CopyEngine:
                 now=now,
                 intent_ids=intent_ids,
                 link_ids=link_ids,
+                signal_us=signal_us,
             )
             intents += made
             if link is not None:
@@ -575,13 +600,47 @@ class CopyEngine:
     def _prepare_orders(self, intents: Iterable[CopyIntent], *, now: datetime) -> dict[str, Order]:
         """The order of each intent whose follower is live, checked against its broker's rules, by intent id:
         stored in the planning transaction, sent right after the commit with nothing written in between.
-        An intent whose order does not pass goes the normal way (:func:`place_order` says why)."""
+        An intent whose order does not pass goes the normal way (:func:`place_order` says why).
+
+        :func:`prepare_order` is pure in the broker's capabilities, the instrument's rules, the quote a
+        market order's notional is checked at and the ticket: followers that agree on all of them (shared
+        plans at the same broker) are checked once, and the others get that order with their own ids."""
         orders: dict[str, Order] = {}
+        checked: dict[tuple[object, ...], Order | None] = {}
+        live_of = self.links.live
+        is_live = self.links.is_live
+        intents = [i for i in intents if is_live(i.follower_account_id)]
+        order_ids = iter(new_ids("ord", len(intents)))
         for intent in intents:
-            if not self.links.is_live(intent.follower_account_id):
+            live = live_of(intent.follower_account_id)
+            ticket = _ticket(intent)
+            try:
+                instrument = live.instruments.get(ticket.symbol)
+                key: tuple[object, ...] | None = (
+                    id(live.adapter.capabilities), instrument, ticket.symbol, ticket.side, ticket.qty, ticket.type,
+                    ticket.tif, ticket.limit_price, ticket.stop_price, len(intent.client_order_id),
+                    live.quote(ticket.symbol) if ticket.type is OrderType.MARKET else None,
+                )  # fmt: skip
+                hash(key)
+            except TypeError:  # an unhashable rule or quote: checked on its own
+                key = None
+            if key is not None and key in checked:
+                first = checked[key]
+                if first is not None:
+                    orders[intent.id] = msgspec.structs.replace(
+                        first, id=next(order_ids), client_order_id=intent.client_order_id,
+                        account_id=live.account.id, qty=ticket.qty, limit_price=ticket.limit_price,
+                        stop_price=ticket.stop_price,
+                    )  # fmt: skip
                 continue
-            with contextlib.suppress(InvalidInput, Unavailable):
-                orders[intent.id] = prepare_order(self.links.live(intent.follower_account_id), _ticket(intent), now=now)
+            try:
+                order = prepare_order(live, ticket, now=now)
+            except (InvalidInput, Unavailable):
+                order = None
+            if key is not None:
+                checked[key] = order
+            if order is not None:
+                orders[intent.id] = order
         return orders
 
     def settings_of(self, subscription: Subscription) -> CopySettings:
@@ -691,9 +750,11 @@ class CopyEngine:
         now: datetime,
         intent_ids: Iterator[str] | None = None,
         link_ids: Iterator[str] | None = None,
+        signal_us: int | None = None,
     ) -> tuple[list[CopyIntent], CopyLink | None]:
         """The outbox intents of a plan, with deterministic client order ids, and the link an open creates.
-        ``intent_ids`` / ``link_ids``: ids made in advance for a whole fan-out (:func:`new_ids`)."""
+        ``intent_ids`` / ``link_ids``: ids made in advance for a whole fan-out (:func:`new_ids`);
+        ``signal_us``: the signal's latency, recorded on each intent."""
         intents: list[CopyIntent] = []
         new_link: CopyLink | None = None
         for order in plan.orders:
@@ -724,6 +785,7 @@ class CopyEngine:
                     tif=TimeInForce.IOC if limit is not None else TimeInForce.GTC,
                     created_at=now,
                     updated_at=now,
+                    signal_us=signal_us,
                 )
             )
         return intents, new_link
@@ -772,8 +834,7 @@ class CopyEngine:
         """Settle intents whose orders ended while nobody listened (the bus message was lost)."""
         async with self.database.session() as session:
             open_intents = await CopyIntentRepository(session).list_sent(limit=500)
-        for intent in open_intents:
-            await self.settle(intent.follower_account_id, intent.client_order_id)
+        await self.settle_many([(i.follower_account_id, i.client_order_id) for i in open_intents])
 
     async def _dispatch(self, intent: CopyIntent) -> None:
         prepared = self._prepared.pop(intent.id, None)  # stored with the intent; sent as is
@@ -818,20 +879,55 @@ class CopyEngine:
             await self._requeue(intent, str(exc))
             return
         broker_us = int((time.perf_counter() - sent) * 1_000_000)
+        # What follows a send (the metrics included) waits until every other dispatch of the fan-out, scheduled
+        # with this one, has handed its order over; it reads and writes bounded, so that a fan-out to many
+        # followers does not take every pooled connection (the links' ingest needs them too) while its orders
+        # are out.
+        await asyncio.sleep(0)
         answered = order.status is not OrderStatus.PENDING_NEW  # else the broker's answer is timed by settle()
         observe.copy_latency(signal_us=None, engine_us=engine_us, broker_us=broker_us if answered else None)
-        # What follows a send reads and writes: bounded, so that a fan-out to many followers does not
-        # take every pooled connection (the links' ingest needs them too) while its orders are out.
-        async with self._followups:
-            async with self.database.session() as session:
-                intents = CopyIntentRepository(session)
-                await intents.mark_sent(intent.id, now=self.clock.now(), order_id=order.id, engine_us=engine_us)
-                if order.status is not OrderStatus.PENDING_NEW:
-                    await intents.mark_acknowledged(
-                        intent.id, now=self.clock.now(), order_id=order.id, broker_us=broker_us
-                    )
-                await session.commit()
-            await self.settle(intent.follower_account_id, intent.client_order_id)
+        await self._record_send(_Sent(intent, order, engine_us, broker_us))
+
+    async def _record_send(self, sent: _Sent) -> None:
+        """Record a send, then settle its intent: together with the other sends of the moment (a fan-out's),
+        in one transaction (:meth:`_flush_sends`). Returns once this one is recorded and settled."""
+        sent.done = asyncio.get_running_loop().create_future()
+        self._sends.append(sent)
+        if self._send_flusher is None or self._send_flusher.done():
+            self._send_flusher = asyncio.create_task(self._flush_sends(), name="copy-sends")
+        await sent.done
+
+    async def _flush_sends(self) -> None:
+        """Record the queued sends in batches: one statement marks a batch sent (acknowledged too when the
+        broker answered already), then they are settled (:meth:`settle_many`)."""
+        while self._sends:
+            await asyncio.sleep(0)  # the rest of the fan-out's dispatches queue theirs meanwhile
+            batch, self._sends = self._sends, []
+            try:
+                now = self.clock.now()
+                async with self.database.session() as session:
+                    intents = CopyIntentRepository(session)
+                    await intents.mark_sent_many([(s.intent.id, s.order.id, s.engine_us) for s in batch], now=now)
+                    for s in batch:
+                        if s.order.status is not OrderStatus.PENDING_NEW:
+                            await intents.mark_acknowledged(
+                                s.intent.id, now=now, order_id=s.order.id, broker_us=s.broker_us
+                            )
+                    await session.commit()
+                await self.settle_many([(s.intent.follower_account_id, s.intent.client_order_id) for s in batch])
+            except Exception as exc:  # noqa: BLE001 - each waiting dispatch raises it (and logs it) on its own
+                for s in batch:
+                    if s.done is not None and not s.done.done():
+                        s.done.set_exception(exc)
+                continue
+            except BaseException:  # cancelled (a stop): the waiting dispatches are cancelled with it
+                for s in batch:
+                    if s.done is not None and not s.done.done():
+                        s.done.cancel()
+                raise
+            for s in batch:
+                if s.done is not None and not s.done.done():
+                    s.done.set_result(None)
 
     async def _close_first(self, intent: CopyIntent, prepared: Order | None) -> tuple[CopyIntent, Order | None] | None:
         """A reduce or close waits for its link's protective orders to be over, and never closes more
@@ -905,13 +1001,24 @@ class CopyEngine:
 
     async def settle(self, account_id: str, client_order_id: str) -> None:
         """Bring the intent behind a copy order in line with the order's state (idempotent)."""
-        broker_us = self._answer_us.get(client_order_id)
-        sent = self._sent_perf.get(client_order_id)
-        if broker_us is None and sent is not None:  # answered before its bus message reached us: seen now
-            broker_us = int((time.perf_counter() - sent) * 1_000_000)
-        if await outcomes.settle(self.database, self.clock, account_id, client_order_id, broker_us=broker_us):
-            self._sent_perf.pop(client_order_id, None)
-            self._answer_us.pop(client_order_id, None)
+        await self.settle_many([(account_id, client_order_id)])
+
+    async def settle_many(self, orders: list[tuple[str, str]]) -> None:
+        """:meth:`settle` for several copy orders ``(account id, client order id)``, in one transaction."""
+        if not orders:
+            return
+        timed: list[tuple[str, str, int | None]] = []
+        for account_id, client_order_id in orders:
+            broker_us = self._answer_us.get(client_order_id)
+            sent = self._sent_perf.get(client_order_id)
+            if broker_us is None and sent is not None:  # answered before its bus message reached us: seen now
+                broker_us = int((time.perf_counter() - sent) * 1_000_000)
+            timed.append((account_id, client_order_id, broker_us))
+        done = await outcomes.settle_many(self.database, self.clock, timed)
+        for client_order_id, ended in done.items():
+            if ended:
+                self._sent_perf.pop(client_order_id, None)
+                self._answer_us.pop(client_order_id, None)
 
     def _answered(self, client_order_id: str) -> None:
         """The broker's first answer to a copy order handed over in this process: the broker latency."""
@@ -921,6 +1028,19 @@ class CopyEngine:
 
     async def _end(self, intent: CopyIntent, status: IntentStatus, reason: str) -> None:
         await outcomes.end(self.database, self.clock, intent, status, reason)
+
+
+class _Sent:
+    """A copy order handed to its adapter, waiting for the send to be recorded (:meth:`CopyEngine._flush_sends`)."""
+
+    __slots__ = ("broker_us", "done", "engine_us", "intent", "order")
+
+    def __init__(self, intent: CopyIntent, order: Order, engine_us: int | None, broker_us: int | None) -> None:
+        self.intent = intent
+        self.order = order
+        self.engine_us = engine_us
+        self.broker_us = broker_us
+        self.done: asyncio.Future[None] | None = None
 
 
 class _SharedPlans:

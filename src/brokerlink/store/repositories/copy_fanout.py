@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from enum import StrEnum
+from enum import Enum
 from typing import Any, cast
 
 import msgspec
@@ -56,12 +57,17 @@ Convert = Callable[[Any], Any]
 
 
 def _sqlite_decimal(value: Decimal | None) -> str | None:
-    # DecimalType's SQLite form: canonical, fixed-point text.
+    # DecimalType's SQLite form: canonical, fixed-point text. ``format(.., "f")`` already writes a positive
+    # exponent out (``1E+5`` -> ``100000``) and keeps the scale; only a negative zero needs its sign dropped
+    # (``canonical_decimal``'s two rules, without building a second Decimal per value).
     if value is None:
         return None
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise TypeError(f"a decimal column takes finite Decimal values, not {value!r}")
-    return format(canonical_decimal(value), "f")
+    if value.__class__ is not Decimal or not value.is_finite():
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise TypeError(f"a decimal column takes finite Decimal values, not {value!r}")
+        return format(canonical_decimal(value), "f")
+    written = format(value, "f")
+    return written[1:] if written[0] == "-" and value.is_zero() else written
 
 
 def _pg_decimal(value: Decimal | None) -> Decimal | None:
@@ -134,7 +140,10 @@ def _time_of(value: Any) -> datetime:
 
 
 class _Writer:
-    """An INSERT of a struct's fields into its table (they are the table's columns, checked here)."""
+    """An INSERT of a struct's fields into its table (they are the table's columns, checked here).
+
+    ``sql`` binds by name (PostgreSQL, through the session); ``sqlite_sql`` by position, for rows built as
+    tuples in the struct's field order (the driver binds a tuple without a lookup per column and row)."""
 
     def __init__(self, model: Any, struct: type[msgspec.Struct], *, suffix: str = "") -> None:
         table = cast("Table", model.__table__)
@@ -143,17 +152,26 @@ class _Writer:
         if sorted(columns) != sorted(fields):
             raise RuntimeError(f"{struct.__name__} fields and {table.name} columns differ: {fields} != {columns}")
         self.fields = fields
-        self.kinds = [self._kind(table.columns[name].type) for name in fields]
+        hints = typing.get_type_hints(struct)
+        self.kinds = [self._kind(table.columns[name].type, hints[name]) for name in fields]
+        self.decimals = [i for i, kind in enumerate(self.kinds) if kind == "decimal"]
+        self.times = [i for i, kind in enumerate(self.kinds) if kind == "time"]
+        self.enums = [i for i, kind in enumerate(self.kinds) if kind == "enum"]
         names = ", ".join(fields)
         params = ", ".join(f":{name}" for name in fields)
         self.sql = f"INSERT INTO {table.name} ({names}) VALUES ({params}){suffix}"  # noqa: S608 - names from the metadata
+        marks = ", ".join("?" for _ in fields)
+        self.sqlite_sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}){suffix}"  # noqa: S608 - as above
 
     @staticmethod
-    def _kind(type_: object) -> str:
+    def _kind(type_: object, hint: object) -> str:
         if isinstance(type_, DecimalType):
             return "decimal"
         if isinstance(type_, UTCDateTime):
             return "time"
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        if any(isinstance(a, type) and issubclass(a, Enum) for a in inner):
+            return "enum"
         return "plain"
 
 
@@ -322,19 +340,30 @@ class FanoutStore:
     # --- execution -------------------------------------------------------------------------------
 
     def _values(self, writer: _Writer, struct: msgspec.Struct) -> dict[str, Any]:
+        return dict(zip(writer.fields, self._row(writer, struct), strict=True))
+
+    def _row(self, writer: _Writer, struct: msgspec.Struct) -> list[Any]:
+        """The struct's values in field order, converted to what the columns store."""
+        row = list(msgspec.structs.astuple(struct))
         decimal, time_ = self._decimal, self._time
-        values: dict[str, Any] = {}
-        for name, kind, value in zip(writer.fields, writer.kinds, msgspec.structs.astuple(struct), strict=True):
-            if kind == "plain":
-                values[name] = value.value if isinstance(value, StrEnum) else value
-            elif kind == "decimal":
-                values[name] = decimal(value)
-            else:
-                values[name] = time_(value)
-        return values
+        for i in writer.decimals:
+            row[i] = decimal(row[i])
+        for i in writer.times:
+            row[i] = time_(row[i])
+        for i in writer.enums:
+            value = row[i]
+            if value is not None:
+                row[i] = value.value
+        return row
 
     async def _insert(self, writer: _Writer, structs: Sequence[msgspec.Struct]) -> None:
-        if structs:
+        if not structs:
+            return
+        if self.sqlite:
+            rows = [self._row(writer, struct) for struct in structs]
+            with _as_sqlalchemy_error(writer.sqlite_sql, rows[:1]):
+                await self._joined().executemany(writer.sqlite_sql, rows)
+        else:
             await self._run_many(writer.sql, [self._values(writer, struct) for struct in structs])
 
     def _joined(self) -> Any:

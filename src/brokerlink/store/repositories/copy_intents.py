@@ -17,9 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, Table, bindparam, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink.domain.copy import PROTECTIVE_ACTIONS, CopyIntent, IntentStatus, intent_sources
@@ -166,6 +166,31 @@ class CopyIntentRepository:
             order_id=order_id,
             engine_us=engine_us,
         )
+
+    async def mark_sent_many(self, sent: Sequence[tuple[str, str | None, int | None]], *, now: datetime) -> None:
+        """:meth:`mark_sent` for many intents in one statement: ``(intent id, order id, engine_us)`` each (a
+        fan-out's hand-offs recorded together; an intent already past ``sent`` is left alone, and a None
+        erases nothing, as there)."""
+        if not sent:
+            return
+        table = cast("Table", CopyIntentRow.__table__)  # the Core table: an executemany, not the ORM's bulk UPDATE
+        sources = [status.value for status in intent_sources(IntentStatus.SENT)]
+        moment = bindparam("b_now", type_=table.c.updated_at.type)
+        stmt = (
+            update(table)
+            # The sources as literal binds: an executemany takes no expanding IN list.
+            .where(table.c.id == bindparam("b_id"), table.c.status.in_([literal(v) for v in sources]))
+            .values(
+                status=IntentStatus.SENT.value,
+                updated_at=moment,
+                sent_at=moment,
+                attempts=table.c.attempts + 1,
+                order_id=func.coalesce(bindparam("b_order", type_=table.c.order_id.type), table.c.order_id),
+                engine_us=func.coalesce(bindparam("b_engine", type_=table.c.engine_us.type), table.c.engine_us),
+            )
+        )
+        rows = [{"b_id": i, "b_now": now, "b_order": o, "b_engine": e} for i, o, e in sent]
+        await self.session.execute(stmt, rows)
 
     async def mark_acknowledged(
         self, intent_id: str, *, now: datetime, order_id: str | None = None, broker_us: int | None = None
