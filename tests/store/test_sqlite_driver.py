@@ -3,6 +3,7 @@ none for an idle COMMIT or ROLLBACK, and the DBAPI behaviour SQLAlchemy relies o
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,11 +11,11 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from brokerlink.store.db import create_engine
+from brokerlink.store.db import SQLITE_POOL_SIZE, create_engine
 from brokerlink.store.sqlite_driver import OneTripConnection, OneTripCursor
 
 
@@ -132,3 +133,24 @@ async def test_server_side_cursors_still_stream(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         result = await conn.stream(text("SELECT name FROM t ORDER BY id"))
         assert [row.name async for row in result] == ["a", "b", "c"]
+
+
+async def test_a_file_database_keeps_its_connections_under_load(engine: AsyncEngine) -> None:
+    """40 requests at once on 16 pooled connections: none is opened twice or closed (the default pool
+    closed its overflow connections whenever 5 were idle, and opened new ones a moment later)."""
+    opened: list[object] = []
+    closed: list[object] = []
+    event.listen(engine.sync_engine, "connect", lambda dbapi, _record: opened.append(dbapi))
+    event.listen(engine.sync_engine, "close", lambda dbapi, _record: closed.append(dbapi))
+    sessions = _sessions(engine)
+
+    async def request() -> None:
+        async with sessions() as session:
+            await session.execute(text("SELECT count(*) FROM t"))
+            await asyncio.sleep(0)  # hold the connection across a loop turn, as a handler does
+            await session.commit()
+
+    for _ in range(3):
+        await asyncio.gather(*(request() for _ in range(40)))
+    assert 1 <= len(opened) <= SQLITE_POOL_SIZE
+    assert closed == []

@@ -32,6 +32,10 @@ _SQLITE_PRAGMAS = (
 )
 
 
+SQLITE_POOL_SIZE = 16
+"""Connections to one SQLite file, each with its thread; a request waits for one when all are busy."""
+
+
 def is_sqlite(url: str | URL) -> bool:
     """Whether a database URL names SQLite."""
     return make_url(url).get_backend_name() == "sqlite"
@@ -219,7 +223,11 @@ def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bo
         if path is not None:
             path.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
         # One trip to aiosqlite's thread per statement, none for an idle COMMIT (sqlite_driver.py).
-        engine = create_async_engine(parsed, echo=echo, module=OneTripDbapi())
+        # A file database gets a fixed pool: SQLAlchemy's default (5, plus 10 overflow connections
+        # closed whenever 5 are idle) opened and closed a connection - a thread, a file, the PRAGMAs -
+        # every few requests under load (ADR 0036). An in-memory one keeps its single connection.
+        pooling: dict[str, Any] = {} if path is None else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": 0}
+        engine = create_async_engine(parsed, echo=echo, module=OneTripDbapi(), **pooling)
         _install_sqlite_hooks(engine, foreign_keys=sqlite_foreign_keys)
         return engine
     connect_args: dict[str, Any] = {}
