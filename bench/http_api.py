@@ -1,14 +1,16 @@
 """HTTP throughput: the authenticated JSON endpoint against the bare health probe, granian vs uvicorn.
 
-For each server (granian, the default, and uvicorn) a real ``brokerlink serve`` process runs on
+For each server (uvicorn, the default since ADR 0037, and granian) a real ``brokerlink serve`` process runs on
 127.0.0.1 with a SQLite database and a signed-in user. Rounds alternate between endpoints and
 servers so drift on a noisy machine hits all of them alike. Reported per server and endpoint:
 median requests/s over rounds, p50/p99 latency. Ratios, all measured in this run:
 
 - ``auth_cost``: /v1/me (session lookup + user read + JSON) as a fraction of /healthz throughput;
-- ``granian_vs_uvicorn``: /v1/me throughput under granian divided by uvicorn's (the default must earn it).
+- ``granian_vs_uvicorn``: /v1/me throughput under granian divided by uvicorn's.
 
-Goal: granian_vs_uvicorn >= 1.0. Run: ``.venv/bin/python bench/http_api.py [--quick]``.
+uvicorn is the default for its WebSocket behaviour (granian delays a server-initiated close to a
+silent client, ADR 0037); the goal bounds what REST gives up for it.
+Goal: granian_vs_uvicorn <= 1.15. Run: ``.venv/bin/python bench/http_api.py [--quick]``.
 The last line of output is one JSON object with every figure.
 """
 
@@ -46,6 +48,8 @@ def _start(server: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKERLINK_")}
     env |= {"BROKERLINK_COOKIE_SECURE": "false", "BROKERLINK_LOG_LEVEL": "warning"}
+    # The per-user and per-IP limits (issue 5) would answer most of the load with 429s: lift them.
+    env |= {f"BROKERLINK_RATE_LIMIT_{scope}": "1000000/second" for scope in ("USER", "IP", "CLIENT")}
     cmd = [str(BIN), "serve", "--port", str(port), "--data-dir", str(data_dir), "--server", server]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     for _ in range(240):
@@ -114,10 +118,10 @@ def main() -> None:
         "auth_cost": {
             n: round(figures[n]["/v1/me"]["rps_median"] / figures[n]["/healthz"]["rps_median"], 3) for n in figures
         },
-        "goal": "granian_vs_uvicorn >= 1.0 on the authenticated endpoint",
+        "goal": "granian_vs_uvicorn <= 1.15 on the authenticated endpoint (uvicorn, the default, gives up at most 13%)",
         "ratio": ratio,
         "granian_vs_uvicorn": ratio,
-        "met": ratio >= 1.0,
+        "met": ratio <= 1.15,
     }
     for name, by_path in figures.items():
         for path, f in by_path.items():

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     bus_backend: Literal["memory", "redis"] = "memory"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    server: Literal["granian", "uvicorn"] = "granian"
+    server: Literal["granian", "uvicorn"] = "uvicorn"  # ADR 0037: granian is late to close silent WebSockets
     secret_key: SecretStr | None = Field(
         default=None, description="Signs CSRF tokens; generated and kept in data_dir when unset."
     )

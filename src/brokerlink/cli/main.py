@@ -99,7 +99,7 @@ def serve(
     data_dir: DataDirOpt = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes. [env: BROKERLINK_WORKERS]")] = None,
     server_name: Annotated[
-        str | None, typer.Option("--server", help="granian (default) or uvicorn. [env: BROKERLINK_SERVER]")
+        str | None, typer.Option("--server", help="uvicorn (default) or granian. [env: BROKERLINK_SERVER]")
     ] = None,
 ) -> None:
     """Run the API server (migrating the database first)."""
@@ -113,7 +113,7 @@ def serve(
 def demo(
     port: PortOpt = None,
     data_dir: DataDirOpt = None,
-    server_name: Annotated[str | None, typer.Option("--server", help="granian (default) or uvicorn.")] = None,
+    server_name: Annotated[str | None, typer.Option("--server", help="uvicorn (default) or granian.")] = None,
 ) -> None:
     """Run the demo: two sim venues, the server on 127.0.0.1, demo users with linked accounts. Ctrl-C stops it."""
     from brokerlink.cli import demo_venues

@@ -1,4 +1,4 @@
-"""Run the ASGI app under granian (default) or uvicorn.
+"""Run the ASGI app under uvicorn (default, ADR 0037) or granian.
 
 Workers are separate processes that build the app themselves from ``create_app`` and read their
 settings from the environment, so the CLI hands its overrides down as ``BROKERLINK_*`` variables.
