@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,12 +30,10 @@ from brokerlink.engine.links.live import LiveAccount
 from brokerlink.engine.links.orders import prepare_order
 from brokerlink.kit.clock import SystemClock
 from brokerlink.store.db import Database
-from brokerlink.store.migrate import upgrade
 from brokerlink.store.repositories.copy_fanout import _sqlite_decimal
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.types import canonical_decimal
-from tests.backends import mark_backend
 from tests.store import copy_factories as f
 from tests.store.factories import NOW, make_account, make_order
 
@@ -118,27 +113,6 @@ def test_the_client_order_id_is_rfc4648_base32_of_the_digest(subscription: str, 
         digest.update(len(data).to_bytes(8, "big") + data)
     expected = "cp-" + base64.b32encode(digest.digest()[:20]).decode("ascii").lower()
     assert copy_client_order_id(subscription, trade, action) == expected
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database on each backend (PostgreSQL: a database of its own, dropped afterwards)."""
-    if request.param == "sqlite":
-        mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'batches.db'}"
-        await upgrade(url)
-        database = Database(url)
-        yield database
-        await database.dispose()
-        return
-    from tests.store.conftest import _pg_database
-
-    mark_backend(request, "postgresql")
-    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
-        await upgrade(url)
-        database = Database(url)
-        yield database
-        await database.dispose()
 
 
 async def test_mark_sent_many_moves_intents_as_mark_sent_does(store: Database) -> None:

@@ -4,10 +4,8 @@ write outside the transaction its first write began."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +15,6 @@ from brokerlink.domain.enums import Side
 from brokerlink.domain.models import Balance
 from brokerlink.kit.ids import new_ids
 from brokerlink.store.db import Database
-from brokerlink.store.migrate import upgrade
 from brokerlink.store.repositories.copy_events import CopyEventRepository
 from brokerlink.store.repositories.copy_fanout import FanoutStore
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
@@ -27,32 +24,10 @@ from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.positions import BalanceRepository
 from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
-from tests.backends import mark_backend
 from tests.store import copy_factories as f
 from tests.store.factories import NOW, make_account, make_order
 
 D = Decimal
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database on each backend (PostgreSQL: a database of its own, dropped afterwards)."""
-    if request.param == "sqlite":
-        mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'fanout.db'}"
-        await upgrade(url)
-        database = Database(url)
-        yield database
-        await database.dispose()
-        return
-    from tests.store.conftest import _pg_database
-
-    mark_backend(request, "postgresql")
-    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
-        await upgrade(url)
-        database = Database(url)
-        yield database
-        await database.dispose()
 
 
 async def test_a_fanout_written_by_the_store_reads_back_equal_through_the_repositories(  # noqa: PLR0915
