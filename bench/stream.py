@@ -3,7 +3,7 @@
 Three kinds of process, all on 127.0.0.1:
 
 - **hub server** (``--role hub``): the real app (``create_app``, SQLite in a temp dir, one signed-in
-  user) under granian (the product's default server; ``--server uvicorn`` for the other one), with a
+  user) under uvicorn (the product's default server, ADR 0037; ``--server granian`` for the other), with a
   market source whose ``publish`` calls the hub's ``publish_market`` exactly as the market-data
   source does in production (numbering, per-connection buffers, conflation, litestar's WebSocket, the
   server's ASGI ``send``);
@@ -16,8 +16,8 @@ Three kinds of process, all on 127.0.0.1:
 All run on uvloop (what granian and uvicorn pick by default). Each server process reads commands on
 its stdin (``publish <count> <rate>``, ``cpu``) and publishes
 ``{"type":"quote","symbol":"BTC/USD","n":i,"t":<monotonic ns>}`` on ``quotes:BTC/USD``. The driver
-starts one server per kind (the baseline, then the hub under granian, the product's default server,
-and under uvicorn) and runs against each: a latency run at a fixed rate (100 clients at 1,000 msg/s;
+starts one server per kind (the baseline, then the hub under uvicorn, the product's default server,
+and under granian) and runs against each: a latency run at a fixed rate (100 clients at 1,000 msg/s;
 1,000 clients at 100 msg/s) and a throughput run (100 clients, one message per turn of the server's
 event loop, as fast as it goes: every other task gets its turn between two messages, for every
 server). A receiver stops when it has every message, or (once the server published the last one)
@@ -553,12 +553,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (under a minute)")
     parser.add_argument("--role", choices=["driver", "hub", "baseline", "bare", "receive"], default="driver")
-    parser.add_argument("--server", choices=["granian", "uvicorn"], default="granian", help="(server roles)")
+    parser.add_argument("--server", choices=["granian", "uvicorn"], default="uvicorn", help="(server roles)")
     parser.add_argument(
         "--servers",
         choices=["granian", "uvicorn", "both"],
         default="both",
-        help="what serves the hub: granian (the product's default; first in the JSON line), uvicorn, or both",
+        help="what serves the hub: uvicorn (the product's default; first in the JSON line), granian, or both",
     )
     parser.add_argument(
         "--bare",
@@ -587,7 +587,7 @@ def main() -> None:
         return
 
     started = time.monotonic()
-    servers = ["granian", "uvicorn"] if args.servers == "both" else [args.servers]
+    servers = ["uvicorn", "granian"] if args.servers == "both" else [args.servers]
     # Every server starts at once (their imports overlap; an idle server costs the others nothing),
     # then each is measured in turn and stopped.
     baseline = _Server("baseline", "")
