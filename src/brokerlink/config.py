@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body accepted.")
     db_echo: bool = False
     auto_migrate: bool = Field(default=True, description="Apply database migrations when the server starts.")
+    gc_freeze: bool = Field(
+        default=False,
+        description="Move what start-up built out of the garbage collector's reach (gc.freeze); `serve` turns it on.",
+    )
     allow_registration: bool = Field(default=True, description="Whether anyone may create an account.")
     workers: int = Field(default=1, ge=1, le=64, description="Server worker processes.")
     demo_bot_email: str | None = Field(

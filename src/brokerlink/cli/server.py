@@ -30,7 +30,7 @@ def _exit_after_graceful_shutdown(_signum: int, _frame: FrameType | None) -> Non
 def run(settings: Settings) -> None:
     """Serve until a signal stops the server. Migrations must already have run."""
     # Workers must not migrate concurrently; the CLI has done it once before starting them.
-    export_overrides(auto_migrate="false")
+    export_overrides(auto_migrate="false", gc_freeze="true")
     if settings.server == "uvicorn":
         import uvicorn
 
