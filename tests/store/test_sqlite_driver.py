@@ -13,9 +13,9 @@ import aiosqlite
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from brokerlink.store.db import SQLITE_POOL_SIZE, create_engine
+from brokerlink.store.db import SQLITE_POOL_SIZE, create_engine, session_factory
 from brokerlink.store.sqlite_driver import OneTripConnection, OneTripCursor
 
 
@@ -43,10 +43,6 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     return counted
 
 
-def _sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
 async def test_engines_use_the_one_trip_adapter(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
@@ -57,11 +53,11 @@ async def test_engines_use_the_one_trip_adapter(engine: AsyncEngine) -> None:
 async def test_a_read_request_is_one_trip_with_nothing_for_its_commit_and_check_in(
     engine: AsyncEngine, trips: Counter[str]
 ) -> None:
-    async with _sessions(engine)() as session:
+    async with session_factory(engine)() as session:
         await session.execute(text("SELECT 1"))  # the pool's first checkout pings nothing; warm it anyway
         await session.commit()
     trips.clear()
-    async with _sessions(engine)() as session:
+    async with session_factory(engine)() as session:
         rows = (await session.execute(text("SELECT name FROM t ORDER BY id"))).scalars().all()
         await session.commit()
     assert rows == ["a", "b", "c"]
@@ -70,7 +66,7 @@ async def test_a_read_request_is_one_trip_with_nothing_for_its_commit_and_check_
 
 
 async def test_a_write_is_a_trip_per_statement_and_one_for_its_commit(engine: AsyncEngine, trips: Counter[str]) -> None:
-    async with _sessions(engine)() as session:
+    async with session_factory(engine)() as session:
         await session.execute(text("UPDATE t SET n = n + 1 WHERE name = 'a'"))
         await session.commit()
     # BEGIN IMMEDIATE (the write hook), the UPDATE, then COMMIT; nothing at check-in.
@@ -102,12 +98,12 @@ async def test_rowcount_lastrowid_returning_and_executemany_behave_as_sqlite3s(e
 
 
 async def test_a_failed_statement_raises_the_dbapi_error_and_the_transaction_rolls_back(engine: AsyncEngine) -> None:
-    async with _sessions(engine)() as session:
+    async with session_factory(engine)() as session:
         await session.execute(text("UPDATE t SET n = 100 WHERE name = 'a'"))
         with pytest.raises(IntegrityError):
             await session.execute(text("INSERT INTO t (name, n) VALUES ('b', 9)"))  # name is unique
         await session.rollback()
-    async with _sessions(engine)() as session:
+    async with session_factory(engine)() as session:
         with pytest.raises(OperationalError, match="no such table"):
             await session.execute(text("SELECT * FROM missing"))
     async with engine.connect() as conn:
@@ -116,7 +112,7 @@ async def test_a_failed_statement_raises_the_dbapi_error_and_the_transaction_rol
 
 
 async def test_a_rolled_back_write_leaves_nothing_and_the_connection_clean(engine: AsyncEngine) -> None:
-    async with _sessions(engine)() as session:
+    async with session_factory(engine)() as session:
         await session.execute(text("INSERT INTO t (name, n) VALUES ('x', 0)"))
         await session.rollback()
         # The same session goes on: its next write begins a fresh transaction.
@@ -142,7 +138,7 @@ async def test_a_file_database_keeps_its_connections_under_load(engine: AsyncEng
     closed: list[object] = []
     event.listen(engine.sync_engine, "connect", lambda dbapi, _record: opened.append(dbapi))
     event.listen(engine.sync_engine, "close", lambda dbapi, _record: closed.append(dbapi))
-    sessions = _sessions(engine)
+    sessions = session_factory(engine)
 
     async def request() -> None:
         async with sessions() as session:

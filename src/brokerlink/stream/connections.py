@@ -276,17 +276,23 @@ class StreamConnection:
         socket is idle again at once; when it waits, the server's future calls :meth:`_resume`."""
         self.idle = False
         self.sending = True
-        try:
-            step = self.send(message).__await__()  # type: ignore[misc]  # idle: attached
-            waiting = next(step)
-        except StopIteration:
+        if self._start(message):
             self.sending = False
             self.idle = not self.closing
-            return
+
+    def _start(self, message: dict[str, Any]) -> bool:
+        """Start the send of ``message``: True if it finished without waiting; False if it waits (the
+        server's future resumes it) or failed (the connection is closing)."""
+        try:
+            step = self.send(message).__await__()  # type: ignore[misc]  # only called once attached
+            waiting = next(step)
+        except StopIteration:
+            return True
         except Exception:  # noqa: BLE001 - a socket that cannot take a message is gone; its reader ends it
             self._fail()
-            return
+            return False
         self._wait(step, waiting)
+        return False
 
     def _wait(self, step: Generator[Any, None, None], waiting: Any) -> None:
         # What a send waits on: a future (asyncio's, or granian's future-like), or None (a bare yield).
@@ -319,16 +325,8 @@ class StreamConnection:
                 self.idle = True
                 return
             self.counter.add(1)
-            try:
-                step = self.send({"type": "websocket.send", "text": text}).__await__()  # type: ignore[misc]
-                waiting = next(step)
-            except StopIteration:
-                continue
-            except Exception:  # noqa: BLE001 - as in write
-                self._fail()
+            if not self._start({"type": "websocket.send", "text": text}):
                 return
-            self._wait(step, waiting)
-            return
 
     def _fail(self) -> None:
         self.failed = True
