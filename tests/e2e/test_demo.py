@@ -136,7 +136,10 @@ def test_demo_keeps_the_same_credentials_across_restarts(tmp_path: Path) -> None
                 text=True,
             )
         try:
-            wait_healthy(f"http://127.0.0.1:{port}", proc)
+            try:
+                wait_healthy(f"http://127.0.0.1:{port}", proc)
+            except AssertionError as exc:  # say why: the demo's own output (it exited 3 once, under load)
+                raise AssertionError(f"{exc}\n{(tmp_path / 'out.log').read_text()[-4000:]}") from None
             if not first.exists():
                 raise AssertionError("credentials file missing")
             before = first.read_text()
