@@ -323,6 +323,11 @@ async def test_another_users_link_cannot_be_seen_unlinked_or_traded_through(
         return (await alice.get(f"/v1/orders/{order_id}")).json()["status"] == "new" or None
 
     await eventually(acknowledged, "the venue to acknowledge Alice's order")
+
+    async def booked() -> bool | None:  # the ledger books the linked account's opening balance in the background
+        return (await snapshot(app))[0]["journal_entries"] > 0 or None
+
+    await eventually(booked, "the ledger to book the linked account's opening balance")
     before = await snapshot(app)
     assert (await bob.get("/v1/connections")).json()["data"] == []
     assert (await bob.get("/v1/accounts")).json()["data"] == []
