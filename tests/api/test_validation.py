@@ -461,8 +461,9 @@ async def copy_ids(app: Litestar, alice: httpx.AsyncClient, linked: dict[str, An
 
 
 @pytest.fixture
-async def resting_order_id(alice: httpx.AsyncClient, account_id: str) -> str:
-    """An open order of Alice's, acknowledged by the venue."""
+async def resting_order_id(app: Litestar, alice: httpx.AsyncClient, account_id: str) -> str:
+    """An open order of Alice's, acknowledged by the venue (and the ledger's background booking of the
+    account's opening balance done, so that it cannot land between a test's two snapshots)."""
     placed = await alice.post(f"/v1/accounts/{account_id}/orders", json=RESTING_ORDER)
     assert placed.status_code == 201, placed.text
     order_id: str = placed.json()["id"]
@@ -471,6 +472,11 @@ async def resting_order_id(alice: httpx.AsyncClient, account_id: str) -> str:
         return (await alice.get(f"/v1/orders/{order_id}")).json()["status"] == "new" or None
 
     await eventually(acknowledged, "the venue to acknowledge the order")
+
+    async def booked() -> bool | None:
+        return (await snapshot(app))[0]["journal_entries"] > 0 or None
+
+    await eventually(booked, "the ledger to book the linked account's opening balance")
     return order_id
 
 
