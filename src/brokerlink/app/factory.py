@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -65,6 +65,7 @@ from brokerlink.config import Settings
 from brokerlink.engine.copy.service import CopyEngine
 from brokerlink.engine.links.service import LOOPBACK_HOSTS, BrokerLinks
 from brokerlink.kit.clock import Clock, SystemClock
+from brokerlink.kit.tasks import bounded
 from brokerlink.logs import configure_logging, get_logger
 from brokerlink.security.vault import Vault
 from brokerlink.store.db import Database
@@ -77,6 +78,15 @@ from brokerlink.web.consent import consent_pages
 from brokerlink.web.routes import web_routes
 
 _log = get_logger("brokerlink.app")
+
+SHUTDOWN_STEP_S = 10.0
+"""How long one shutdown step may take before it is logged as stuck and cancelled."""
+
+
+def _step_name(stop: Callable[[], Awaitable[object]]) -> str:
+    """A service's name for the shutdown log: ``WebhookDispatcher.stop`` -> ``WebhookDispatcher``."""
+    owner = getattr(stop, "__self__", None)
+    return type(owner).__name__ if owner is not None else getattr(stop, "__qualname__", repr(stop))
 
 
 def create_app(
@@ -137,18 +147,18 @@ def create_app(
         try:
             yield
         finally:
+            # Each step gets SHUTDOWN_STEP_S: one that hangs is logged with where it (and every other
+            # task) waits, cancelled, and the rest still stop; the process exits either way.
+            steps: list[tuple[str, Callable[[], Awaitable[object]]]] = []
             if bot is not None:
-                await bot.stop()
-            for stop in reversed(services):
-                await stop()
-            await copy_engine.stop()
-            await links.stop()
+                steps.append(("demo_bot", bot.stop))
+            steps += [(_step_name(stop), stop) for stop in reversed(services)]
+            steps += [("copy_engine", copy_engine.stop), ("links", links.stop)]
             if bus is None:
-                await event_bus.close()
-            await database.dispose()
-            await rate_limiter.close()
-            await lockout.close()
-            _log.info("stopped")
+                steps.append(("bus", event_bus.close))
+            steps += [("database", database.dispose), ("rate_limiter", rate_limiter.close), ("lockout", lockout.close)]
+            stuck = [name for name, stop in steps if not await bounded(name, stop(), timeout_s=SHUTDOWN_STEP_S)]
+            _log.info("stopped", stuck=stuck or None)
 
     v1 = Router(
         path="/v1",
