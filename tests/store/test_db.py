@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -191,5 +197,84 @@ async def test_a_writer_that_never_gets_the_lock_fails_as_locked(
             await session.execute(text("INSERT INTO t VALUES (3)"))
             await session.commit()
             assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_writer_that_times_out_names_the_task_holding_the_lock_and_where_it_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stalled writer is a bug elsewhere: the error says which task held the lock, and at what."""
+    monkeypatch.setattr(db, "_WRITE_LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(db, "_LONG_HOLD_S", 0.1)
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'stalled.db'}")
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    holding, done = asyncio.Event(), asyncio.Event()
+
+    async def wait_for_the_venue_inside_the_transaction() -> None:
+        await done.wait()
+
+    @contextlib.asynccontextmanager
+    async def starting() -> AsyncIterator[None]:  # like the app's lifespan: the holder inside an ``async with``
+        async with sessions() as holder:
+            await holder.execute(text("INSERT INTO t VALUES (1)"))
+            holding.set()
+            await wait_for_the_venue_inside_the_transaction()
+            await holder.commit()
+        yield
+
+    async def hold() -> None:
+        async with starting():
+            pass
+
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        task = asyncio.create_task(hold(), name="slow-writer")
+        await holding.wait()
+        async with sessions() as late:
+            with pytest.raises(OperationalError, match="database is locked") as refused:
+                await late.execute(text("INSERT INTO t VALUES (2)"))
+        message = str(refused.value)
+        assert "by task slow-writer since 'INSERT INTO t VALUES (1)'" in message
+        assert "starting (test_db.py:" in message
+        assert "wait_for_the_venue_inside_the_transaction (test_db.py:" in message
+        with structlog.testing.capture_logs() as logs:
+            done.set()
+            await task
+        (long_hold,) = [entry for entry in logs if entry["event"] == "sqlite_write_lock_held_long"]
+        assert long_hold["task"] == "slow-writer"
+        assert long_hold["first_write"] == "INSERT INTO t VALUES (1)"
+        assert long_hold["held_s"] >= 0.2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_begin_that_waits_on_another_connection_is_logged_with_ours_in_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own lock, held outside this process's queue (another process here), shows as a slow
+    BEGIN: logged with this engine's connections that are in a transaction (none here)."""
+    monkeypatch.setattr(db, "_LONG_HOLD_S", 0.1)
+    path = tmp_path / "waited.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.3, other.execute, "COMMIT")
+        with structlog.testing.capture_logs() as logs:
+            async with async_sessionmaker(engine)() as session:
+                await session.execute(text("INSERT INTO t VALUES (1)"))
+                await session.commit()
+        other.close()
+        (entry,) = [e for e in logs if e["event"] == "sqlite_begin_waited"]
+        assert entry["waited_s"] >= 0.2
+        assert entry["failed"] is False
+        assert entry["ours_in_transaction"] == []
+        if sys.platform == "linux":  # /proc/locks: who held the file's locks (here: `other`, in this process)
+            assert any(h.startswith(f"{os.getpid()} (this process) ") for h in entry["lock_holders"]), entry
     finally:
         await engine.dispose()

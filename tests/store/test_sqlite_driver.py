@@ -4,6 +4,8 @@ none for an idle COMMIT or ROLLBACK, and the DBAPI behaviour SQLAlchemy relies o
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -150,3 +152,47 @@ async def test_a_file_database_keeps_its_connections_under_load(engine: AsyncEng
         await asyncio.gather(*(request() for _ in range(40)))
     assert 1 <= len(opened) <= SQLITE_POOL_SIZE
     assert closed == []
+
+
+async def test_a_writer_cancelled_while_its_begin_waits_leaves_no_transaction_behind(tmp_path: Path) -> None:
+    """The thread runs a queued ``BEGIN IMMEDIATE`` whatever becomes of the task that queued it. Had the
+    task's rollback found no transaction yet (no trip: ``OneTripConnection``) and the connection gone
+    back to the pool, it would hold SQLite's write lock with nobody to release it, and every other
+    writer would wait out the busy timeout. SQLAlchemy terminates a connection whose statement was
+    cancelled; the close queues behind the BEGIN, and the lock goes with it."""
+    path = tmp_path / "cancel.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.connect() as conn:  # the pool's one connection, which the writer gets next
+            await conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+            await conn.commit()
+            thread = (await conn.get_raw_connection()).dbapi_connection._connection
+        busy = threading.Event()
+        thread._tx.put_nowait((None, busy.wait))  # the driver's thread is busy: the BEGIN waits in its queue
+        started = asyncio.Event()
+
+        async def write() -> None:
+            async with session_factory(engine)() as session:
+                started.set()
+                await session.execute(text("INSERT INTO t VALUES (1)"))
+                await session.commit()
+
+        task = asyncio.create_task(write())
+        await started.wait()
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.sleep(0.1)
+        busy.set()  # the thread goes on: BEGIN IMMEDIATE, then whatever the cancelled task left queued
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.2)
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # timeout=0: fails at once if a pooled connection kept the lock
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        async with session_factory(engine)() as session:
+            assert (await session.execute(text("SELECT count(*) FROM t"))).scalar_one() == 0
+    finally:
+        await engine.dispose()

@@ -8,7 +8,9 @@ transactions; PostgreSQL gets a pre-pinged pool. Everything above this module wo
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_
 
 from brokerlink.config import Settings
+from brokerlink.kit.tasks import where
+from brokerlink.logs import get_logger
 from brokerlink.store.sqlite_driver import OneTripDbapi
 
 # busy_timeout: a writer waits up to 5 s for another writer instead of failing at once.
@@ -52,7 +56,11 @@ def _sqlite_file(url: URL) -> Path | None:
 # because a CTE may front an INSERT/UPDATE/DELETE; a read-only CTE merely begins a little early.
 _NEEDS_TRANSACTION = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|SAVEPOINT|WITH)\b", re.IGNORECASE)
 _BEGUN = "brokerlink.sqlite_begun"
+_LAST_WRITE = "brokerlink.sqlite_last_write"
 _WRITE_LOCK_TIMEOUT_S = 5.0  # as long as SQLite's own busy timeout
+_LONG_HOLD_S = 1.0  # a write transaction open this long is logged: every other writer waited for it
+
+_log = get_logger("brokerlink.store")
 
 
 class _WriteLock:
@@ -70,6 +78,8 @@ class _WriteLock:
     def __init__(self) -> None:
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._holders: dict[int, asyncio.Lock] = {}  # id() of a DBAPI connection holding a lock -> that lock
+        # Who holds each lock, and since when: a writer that times out names it (a stall is a bug).
+        self._held_by: dict[asyncio.Lock, tuple[asyncio.Task[Any] | None, float, str]] = {}
 
     def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -84,7 +94,7 @@ class _WriteLock:
         # The hooks see the pool's proxy of a connection (commit, rollback) or the DBAPI one (begin).
         return id(getattr(connection, "dbapi_connection", None) or connection)
 
-    def acquire(self, dbapi_connection: object) -> None:
+    def acquire(self, dbapi_connection: object, statement: str = "") -> None:
         lock = self._lock()
 
         async def take() -> None:
@@ -94,13 +104,92 @@ class _WriteLock:
         try:
             await_(take())
         except TimeoutError:
-            raise OperationalError("BEGIN IMMEDIATE", None, Exception("database is locked")) from None
+            raise OperationalError(
+                "BEGIN IMMEDIATE", None, Exception(f"database is locked ({self._describe_holder(lock)})")
+            ) from None
         self._holders[self._key(dbapi_connection)] = lock
+        self._held_by[lock] = (asyncio.current_task(), time.monotonic(), statement)
 
     def release(self, dbapi_connection: object) -> None:
         lock = self._holders.pop(self._key(dbapi_connection), None)
         if lock is not None:
+            task, since, statement = self._held_by.pop(lock, (None, 0.0, ""))
             lock.release()
+            held_s = time.monotonic() - since
+            if held_s > _LONG_HOLD_S:  # every other writer waited that long: say who
+                _log.warning(
+                    "sqlite_write_lock_held_long",
+                    held_s=round(held_s, 3),
+                    task=task.get_name() if task is not None else None,
+                    first_write=statement[:120],
+                )
+
+    def _describe_holder(self, lock: asyncio.Lock) -> str:
+        """The task holding ``lock``, since when, its first write, and where the task waits now."""
+        task, since, statement = self._held_by.get(lock, (None, time.monotonic(), ""))
+        if task is None:
+            return "held by no known task"
+        now_at = where(task)
+        held_s = time.monotonic() - since
+        return (
+            f"held {held_s:.1f} s by task {task.get_name()}{' (done)' if task.done() else ''}"
+            f" since {statement[:120]!r}, now at {now_at}"
+        )
+
+
+def _task_name() -> str | None:
+    task = asyncio.current_task()
+    return task.get_name() if task is not None else None
+
+
+def _report_slow_begin(
+    records: dict[int, ConnectionPoolEntry], waiter: Any, waited_s: float, *, failed: bool, path: Path | None
+) -> None:
+    """SQLite's write lock was held by a connection outside this process's queue (another process,
+    or one of ours in a transaction nobody owns): list this engine's connections in a transaction,
+    with the last write each ran and the task that ran it, so the log says which it was."""
+    in_transaction = []
+    for record in list(records.values()):
+        dbapi_connection = record.dbapi_connection
+        driver = getattr(getattr(dbapi_connection, "_connection", None), "_connection", None)
+        if dbapi_connection is not waiter and driver is not None and driver.in_transaction:
+            in_transaction.append(record.info.get(_LAST_WRITE))
+    _log.warning(
+        "sqlite_begin_waited",
+        waited_s=round(waited_s, 3),
+        failed=failed,
+        task=_task_name(),
+        ours_in_transaction=in_transaction,
+        connections=len(records),
+        lock_holders=_lock_holders(str(path)) if path else None,
+    )
+
+
+def _lock_holders(path: str) -> list[str] | None:
+    """Which processes hold POSIX locks on the database's ``-shm`` file (WAL mode keeps its write lock
+    there) and on the file itself, from Linux's ``/proc/locks``: ``pid command`` each, ours marked."""
+    try:
+        inodes = {os.stat(candidate).st_ino for candidate in (path, f"{path}-shm") if os.path.exists(candidate)}
+        with open("/proc/locks", encoding="ascii") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    pids: set[int] = set()
+    for line in lines:
+        fields = line.split()
+        # "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 120 120" ("->" marks a waiter: its fields shift)
+        if len(fields) >= 6 and fields[1] == "POSIX" and fields[4].isdigit():
+            if int(fields[5].rsplit(":", 1)[-1]) in inodes:
+                pids.add(int(fields[4]))
+    holders = []
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+        except OSError:
+            command = "?"
+        holders.append(f"{pid}{' (this process)' if pid == os.getpid() else ''} {command}")
+    return holders
 
 
 def _install_write_lock(engine: AsyncEngine) -> _WriteLock:
@@ -171,9 +260,14 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     """
     fk_pragma = f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}"
     write_lock = _install_write_lock(engine)
+    path = _sqlite_file(engine.url)
+
+    # The pool's records (a fixed pool: SQLITE_POOL_SIZE of them), for _report_slow_begin.
+    records: dict[int, ConnectionPoolEntry] = {}
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        records[id(record)] = record
         dbapi_connection.isolation_level = None  # the driver emits no BEGIN of its own
         cursor = dbapi_connection.cursor()
         try:
@@ -198,12 +292,18 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
             # take a snapshot that another writer's commit makes stale, and the first write after
             # it would then fail at once with "database is locked".
             dbapi_connection = conn.connection.dbapi_connection
-            write_lock.acquire(dbapi_connection)
+            write_lock.acquire(dbapi_connection, statement)
+            asked = time.monotonic()
             try:
                 cursor.execute("BEGIN IMMEDIATE")
             except BaseException:
                 write_lock.release(dbapi_connection)
+                _report_slow_begin(records, dbapi_connection, time.monotonic() - asked, failed=True, path=path)
                 raise
+            if time.monotonic() - asked > _LONG_HOLD_S:
+                _report_slow_begin(records, dbapi_connection, time.monotonic() - asked, failed=False, path=path)
+        if conn.info.get(_BEGUN):
+            conn.info[_LAST_WRITE] = (statement[:120], _task_name())
 
 
 def create_engine(url: str | URL, *, echo: bool = False, sqlite_foreign_keys: bool = True) -> AsyncEngine:
