@@ -23,7 +23,7 @@ from decimal import Decimal
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from brokerlink.store.models import CURRENCY, ID, Base
+from brokerlink.store.models import CURRENCY, ID, Base, any_of
 
 ACCOUNT_CODE = String(200)
 ACCOUNT_TYPES = ("assets", "liabilities", "equity", "income", "expenses")
@@ -33,7 +33,7 @@ class LedgerAccountRow(Base):
     """An account of the chart, created the first time a posting names it."""
 
     __tablename__ = "ledger_accounts"
-    __table_args__ = (CheckConstraint(f"type IN ({', '.join(repr(t) for t in ACCOUNT_TYPES)})", name="type"),)
+    __table_args__ = (CheckConstraint(any_of("type", ACCOUNT_TYPES), name="type"),)
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     code: Mapped[str] = mapped_column(ACCOUNT_CODE, unique=True)
