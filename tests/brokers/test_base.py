@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -186,3 +188,23 @@ def test_registry_creates_registered_kinds_and_names_the_known_ones() -> None:
         create_adapter("nope", CONFIG)
     with pytest.raises(ValueError, match="already registered"):
         register_adapter("lookup-only", lambda config: LookupOnly([ORDER]))
+
+
+def test_a_builtin_adapter_module_is_imported_only_when_its_kind_is_used() -> None:
+    """ccxt's import alone takes seconds (more with no bytecode cache) and once held the server's event
+    loop at start-up: a process that links only sim accounts never imports it."""
+    script = (
+        "import sys\n"
+        "from brokerlink.brokers.base import AdapterConfig, Credentials, adapter_kinds, adapter_loaded\n"
+        "from brokerlink.brokers.base import create_adapter\n"
+        "assert {'sim', 'alpaca', 'oanda', 'ccxt'} <= set(adapter_kinds())\n"
+        "assert not adapter_loaded('ccxt') and not adapter_loaded('sim')\n"
+        "config = AdapterConfig(account_id='acc_1', venue_account_id='v', base_url='http://127.0.0.1:1',"
+        " credentials=Credentials(values={'api_key': 'k'}))\n"
+        "create_adapter('sim', config)\n"
+        "assert adapter_loaded('sim') and not adapter_loaded('ccxt')\n"
+        "assert 'ccxt' not in sys.modules, 'ccxt imported'\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+    assert done.stdout.strip() == "ok", done.stderr

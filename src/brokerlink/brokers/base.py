@@ -537,19 +537,29 @@ async def resolve_outcome(
 AdapterFactory = Callable[[AdapterConfig], BrokerAdapter]
 _registry: dict[str, AdapterFactory] = {}
 _credential_fields: dict[str, tuple[str, ...]] = {}
-BUILTIN_ADAPTERS = (
-    "brokerlink.brokers.sim.adapter",
-    "brokerlink.brokers.alpaca.adapter",
-    "brokerlink.brokers.oanda.adapter",
-    "brokerlink.brokers.ccxt.adapter",
-)
-"""Modules that register the adapters shipped with brokerlink; imported on first use of the registry."""
+BUILTIN_ADAPTERS: dict[str, str] = {
+    "sim": "brokerlink.brokers.sim.adapter",
+    "alpaca": "brokerlink.brokers.alpaca.adapter",
+    "oanda": "brokerlink.brokers.oanda.adapter",
+    "ccxt": "brokerlink.brokers.ccxt.adapter",
+}
+"""The kinds shipped with brokerlink and the module that registers each, imported on first use of that
+kind: each adapter module imports this one, and importing ccxt alone takes seconds (more where no
+bytecode is cached), which a process that links no exchange should not pay."""
 
 
-def _load_builtins() -> None:
-    # Imported lazily: each adapter module imports this one, and most processes need none of them.
-    for module in BUILTIN_ADAPTERS:
+def load_adapter(kind: str) -> None:
+    """Import the built-in module that registers ``kind``, if it is not registered yet (nothing for a
+    kind that is not built in). Blocks while importing: see :func:`adapter_loaded`."""
+    module = BUILTIN_ADAPTERS.get(kind)
+    if module is not None and kind not in _registry:
         importlib.import_module(module)
+
+
+def adapter_loaded(kind: str) -> bool:
+    """Whether :func:`create_adapter` can make a ``kind`` adapter without importing anything first
+    (an async caller imports in a thread when not: ccxt's import held the event loop for seconds)."""
+    return kind in _registry or kind not in BUILTIN_ADAPTERS
 
 
 def register_adapter(kind: str, factory: AdapterFactory, *, credential_fields: tuple[str, ...] | None = None) -> None:
@@ -566,22 +576,21 @@ def register_adapter(kind: str, factory: AdapterFactory, *, credential_fields: t
 
 def create_adapter(kind: str, config: AdapterConfig) -> BrokerAdapter:
     """A new adapter for ``kind``; an unknown kind is a clear error naming the known ones."""
-    _load_builtins()
+    load_adapter(kind)
     try:
         factory = _registry[kind]
     except KeyError:
-        known = ", ".join(sorted(_registry)) or "none"
+        known = ", ".join(sorted({*_registry, *BUILTIN_ADAPTERS})) or "none"
         raise ValueError(f"unknown broker kind {kind!r} (known: {known})") from None
     return factory(config)
 
 
 def adapter_credential_fields(kind: str) -> tuple[str, ...]:
     """The credential fields of ``kind``'s adapter (empty for a factory that does not say)."""
-    _load_builtins()
+    load_adapter(kind)
     return _credential_fields.get(kind, ())
 
 
 def adapter_kinds() -> list[str]:
-    """The registered broker kinds (the built-in ones included)."""
-    _load_builtins()
-    return sorted(_registry)
+    """The registered broker kinds and the built-in ones (which are imported only when used)."""
+    return sorted({*_registry, *BUILTIN_ADAPTERS})

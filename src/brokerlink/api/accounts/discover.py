@@ -7,6 +7,7 @@ call; nothing stored), and ``POST /v1/connections`` links the chosen one (``venu
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import msgspec
@@ -19,7 +20,7 @@ from brokerlink.api.auth.mfa import require_recent_mfa
 from brokerlink.api.deps import AppClock, CurrentPrincipal, DbSession, Links
 from brokerlink.api.schemas import RequestBody, ResponseBody
 from brokerlink.api.scopes import first_party
-from brokerlink.brokers.base import adapter_credential_fields, adapter_kinds
+from brokerlink.brokers.base import adapter_credential_fields, adapter_kinds, adapter_loaded
 from brokerlink.engine.links.service import NewLink
 from brokerlink.kit.errors import NotFound
 
@@ -64,11 +65,12 @@ class VenueAccountList(ResponseBody, kw_only=True):
 @get("/brokers", summary="List broker kinds", tags=["accounts"], opt=first_party())
 async def list_brokers() -> BrokerKindList:
     """The broker kinds this server can link, each with the credential fields it needs."""
-    return BrokerKindList(
-        data=[
-            BrokerKind(kind=kind, credential_fields=list(adapter_credential_fields(kind))) for kind in adapter_kinds()
-        ]
-    )
+
+    def kinds() -> list[BrokerKind]:
+        return [BrokerKind(kind=k, credential_fields=list(adapter_credential_fields(k))) for k in adapter_kinds()]
+
+    # Reading a kind's fields imports its adapter the first time (ccxt's import takes seconds): not on the loop.
+    return BrokerKindList(data=kinds() if all(map(adapter_loaded, adapter_kinds())) else await asyncio.to_thread(kinds))
 
 
 @post(

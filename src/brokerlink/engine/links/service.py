@@ -38,7 +38,9 @@ from brokerlink.brokers.base import (
     RefusalReason,
     VenueAccount,
     adapter_kinds,
+    adapter_loaded,
     create_adapter,
+    load_adapter,
 )
 from brokerlink.bus.base import EventBus
 from brokerlink.domain.enums import AccountMode, ConnectionState
@@ -160,6 +162,10 @@ class BrokerLinks:
                 ConnectionState.DEGRADED,
                 ConnectionState.DISCONNECTED,
             )
+        for broker in sorted({row.broker for row in rows if row.credentials_ref is not None}):
+            # Now, before any link's task runs: an import (ccxt's takes seconds) holds the event loop,
+            # and one that ran inside a task once held it while another task had SQLite's write lock.
+            load_adapter(broker)
         for row in rows:
             if row.credentials_ref is not None:
                 # What the store says is from before this process: until the adapter is up, it is not.
@@ -222,6 +228,7 @@ class BrokerLinks:
             base_url=request.base_url,
             credentials=Credentials(values=dict(request.credentials)),
         )
+        await self._load_adapter(request.broker)
         adapter = self.adapter_factory(request.broker, config)
         try:
             await adapter.connect()
@@ -279,6 +286,7 @@ class BrokerLinks:
             base_url=probe.base_url,
             credentials=Credentials(values=dict(probe.credentials)),
         )
+        await self._load_adapter(probe.broker)
         adapter = self.adapter_factory(probe.broker, config)
         try:
             return await adapter.venue_accounts()
@@ -376,6 +384,13 @@ class BrokerLinks:
 
     # --- running each link ---------------------------------------------------------------------
 
+    @staticmethod
+    async def _load_adapter(broker: str) -> None:
+        """Import the broker's adapter module in a thread if it is not loaded: on the event loop,
+        ccxt's import stalled every task for seconds (writers holding SQLite's lock included)."""
+        if not adapter_loaded(broker):
+            await asyncio.to_thread(load_adapter, broker)
+
     def _supervise(self, connection_id: str, *, first: LiveAccount | None = None) -> None:
         if first is not None:  # usable from the moment link() returns
             self._live[first.id] = first
@@ -465,6 +480,7 @@ class BrokerLinks:
             credentials=Credentials(values=stored.credentials),
             options=stored.options,
         )
+        await self._load_adapter(row.broker)
         adapter = self.adapter_factory(row.broker, config)
         try:
             await adapter.connect()
