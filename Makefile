@@ -19,8 +19,10 @@ $(TOOLS)/bin/uv:
 	python3 -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set, nothing would ever cache the bytecode, and every
+# process (each server the tests start, the demo) compiled litestar, sqlalchemy, ccxt... from source again.
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
 install: $(VENV)/.synced ## Create the virtual environment from uv.lock
@@ -50,6 +52,7 @@ layers: install ## import-linter: the layer contract from DESIGN.md
 PYTEST_WORKERS ?= auto
 
 pytest: install ## The test suite on every core (PYTEST_WORKERS=0 for one process; PostgreSQL/Redis tests run when BROKERLINK_TEST_*_URL are set)
+	@$(PY) -m compileall -q src  # our own bytecode too (see --compile-bytecode above); only what changed
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 services: ## Start PostgreSQL and Redis on loopback for the contract tests; prints the exports
