@@ -169,23 +169,23 @@ def _lock_holders(path: str) -> list[str] | None:
     """Which processes hold POSIX locks on the database's ``-shm`` file (WAL mode keeps its write lock
     there) and on the file itself, from Linux's ``/proc/locks``: ``pid command`` each, ours marked."""
     try:
-        inodes = {os.stat(candidate).st_ino for candidate in (path, f"{path}-shm") if os.path.exists(candidate)}
-        with open("/proc/locks", encoding="ascii") as locks:
-            lines = locks.read().splitlines()
+        files = [Path(path), Path(f"{path}-shm")]
+        inodes = {file.stat().st_ino for file in files if file.exists()}
+        lines = Path("/proc/locks").read_text(encoding="ascii").splitlines()
     except OSError:
         return None
     pids: set[int] = set()
     for line in lines:
         fields = line.split()
         # "1: POSIX  ADVISORY  WRITE 1234 08:01:5678 120 120" ("->" marks a waiter: its fields shift)
-        if len(fields) >= 6 and fields[1] == "POSIX" and fields[4].isdigit():
-            if int(fields[5].rsplit(":", 1)[-1]) in inodes:
-                pids.add(int(fields[4]))
+        posix = len(fields) >= 6 and fields[1] == "POSIX" and fields[4].isdigit()
+        if posix and int(fields[5].rsplit(":", 1)[-1]) in inodes:
+            pids.add(int(fields[4]))
     holders = []
     for pid in sorted(pids):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()[:160]
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+            command = raw.replace(b"\0", b" ").decode(errors="replace").strip()[:160]
         except OSError:
             command = "?"
         holders.append(f"{pid}{' (this process)' if pid == os.getpid() else ''} {command}")
