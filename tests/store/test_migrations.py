@@ -122,13 +122,18 @@ def _inserts_opening_ephemeral_tables(conn: Connection) -> list[str]:
     return found
 
 
-async def test_no_insert_builds_an_ephemeral_index_for_its_checks(engine: AsyncEngine) -> None:
+async def test_no_insert_builds_an_ephemeral_index_for_its_checks(tmp_path: Path) -> None:
     """SQLite compiles ``CHECK (x IN ('a', 'b', 'c'))`` into an ephemeral index built again for every
-    row written (~4 µs each); after 0019 every enum CHECK is an ``OR`` chain, compared in place."""
-    if engine.dialect.name != "sqlite":
-        pytest.skip("an SQLite query plan; PostgreSQL checks IN lists in place")
-    async with engine.connect() as conn:
-        assert await conn.run_sync(_inserts_opening_ephemeral_tables) == []
+    row written (~4 µs each); after 0019 every enum CHECK is an ``OR`` chain, compared in place.
+    (An SQLite query plan: PostgreSQL checks IN lists in place, and 0019 leaves it alone.)"""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_inserts_opening_ephemeral_tables) == []
+    finally:
+        await engine.dispose()
 
 
 async def test_the_rewritten_checks_still_refuse_what_is_not_an_enum_value(engine: AsyncEngine) -> None:
@@ -154,9 +159,8 @@ def _sqlite_check_texts(conn: Connection) -> dict[str, str]:
     return dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
 
 
-async def test_0019_rewrites_only_the_check_texts_and_back(blank_url: str) -> None:
-    if not blank_url.startswith("sqlite"):
-        pytest.skip("0019 changes nothing on PostgreSQL")
+async def test_0019_rewrites_only_the_check_texts_and_back(tmp_path: Path) -> None:
+    blank_url = f"sqlite+aiosqlite:///{tmp_path / 'rewrite.db'}"  # SQLite's schema text: 0019 leaves PostgreSQL alone
     await upgrade(blank_url, "0018")
     engine = create_engine(blank_url)
     try:
