@@ -70,11 +70,30 @@ async def test_a_read_request_is_one_trip_with_nothing_for_its_commit_and_check_
 async def test_a_write_is_a_trip_per_statement_and_one_for_its_commit(engine: AsyncEngine, trips: Counter[str]) -> None:
     async with session_factory(engine)() as session:
         await session.execute(text("UPDATE t SET n = n + 1 WHERE name = 'a'"))
+        await session.execute(text("UPDATE t SET n = n + 1 WHERE name = 'b'"))
         await session.commit()
-    # BEGIN IMMEDIATE (the write hook), the UPDATE, then COMMIT; nothing at check-in.
+    # BEGIN IMMEDIATE (the write hook) in the first UPDATE's trip, the second UPDATE, then COMMIT;
+    # nothing at check-in.
     assert trips == Counter({"_run": 2, "commit": 1})
     async with engine.connect() as conn:
         assert (await conn.exec_driver_sql("SELECT n FROM t WHERE name = 'a'")).scalar_one() == 2
+        assert (await conn.exec_driver_sql("SELECT n FROM t WHERE name = 'b'")).scalar_one() == 3
+
+
+async def test_a_failing_first_write_leaves_neither_transaction_nor_lock(engine: AsyncEngine) -> None:
+    """The BEGIN rides on the first write's trip: when the write fails, its transaction is rolled back
+    and the write lock handed on, so the next writer goes ahead."""
+    async with session_factory(engine)() as session:
+        with pytest.raises(IntegrityError):
+            await session.execute(text("INSERT INTO t (name, n) VALUES ('a', 9)"))  # name is unique
+        await session.rollback()
+        raw = (await session.connection()).sync_connection.connection.dbapi_connection
+        assert not raw._connection._connection.in_transaction
+    async with session_factory(engine)() as session:
+        await session.execute(text("INSERT INTO t (name, n) VALUES ('d', 4)"))
+        await session.commit()
+    async with engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar_one() == 4
 
 
 async def test_rowcount_lastrowid_returning_and_executemany_behave_as_sqlite3s(engine: AsyncEngine) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy.util import await_
 from brokerlink.config import Settings
 from brokerlink.kit.tasks import where
 from brokerlink.logs import get_logger
-from brokerlink.store.sqlite_driver import OneTripDbapi
+from brokerlink.store.sqlite_driver import OneTripCursor, OneTripDbapi
 
 # busy_timeout: a writer waits up to 5 s for another writer instead of failing at once.
 # synchronous=NORMAL is durable across application crashes in WAL mode (only an OS crash can lose
@@ -293,15 +293,24 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, foreign_keys: bool) -> None:
             # it would then fail at once with "database is locked".
             dbapi_connection = conn.connection.dbapi_connection
             write_lock.acquire(dbapi_connection, statement)
-            asked = time.monotonic()
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                write_lock.release(dbapi_connection)
-                _report_slow_begin(records, dbapi_connection, time.monotonic() - asked, failed=True, path=path)
-                raise
-            if time.monotonic() - asked > _LONG_HOLD_S:
-                _report_slow_begin(records, dbapi_connection, time.monotonic() - asked, failed=False, path=path)
+
+            def waited(seconds: float, *, failed: bool) -> None:
+                if seconds > _LONG_HOLD_S:
+                    _report_slow_begin(records, dbapi_connection, seconds, failed=failed, path=path)
+
+            if isinstance(cursor, OneTripCursor):
+                # The BEGIN goes with this statement, in its trip to the driver's thread. If either
+                # fails, the rollback that follows releases the write lock (``_install_write_lock``).
+                cursor.begin_first(waited)
+            else:  # a server-side cursor's statement: BEGIN on a trip of its own
+                asked = time.monotonic()
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    write_lock.release(dbapi_connection)
+                    waited(time.monotonic() - asked, failed=True)
+                    raise
+                waited(time.monotonic() - asked, failed=False)
         if conn.info.get(_BEGUN):
             conn.info[_LAST_WRITE] = (statement[:120], _task_name())
 
