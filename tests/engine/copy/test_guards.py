@@ -182,3 +182,15 @@ def test_subscribe_policy() -> None:
     assert subscribe_decision(s, Side.SELL, D(100), D("100.5")) is None
     assert reason(subscribe_decision(s, Side.SELL, D(100), D("99.5"))) is SkipReason.WORSE_THAN_ENTRY
     assert reason(subscribe_decision(s, Side.SELL, D(100), None)) is SkipReason.NO_PRICE
+
+
+def test_the_skip_and_market_policies_decide_without_prices() -> None:
+    """A provider position whose entry is not stored yet, and no follower quote: ``skip`` still skips
+    by policy (not for want of a price), ``market`` leaves it to the plan, ``if_not_worse`` cannot
+    compare."""
+    skip = CopySettings(on_subscribe=OnSubscribe.SKIP)
+    assert reason(subscribe_decision(skip, Side.BUY, None, None)) is SkipReason.ON_SUBSCRIBE_SKIP
+    assert subscribe_decision(CopySettings(on_subscribe=OnSubscribe.MARKET), Side.SELL, None, None) is None
+    not_worse = CopySettings(on_subscribe=OnSubscribe.IF_NOT_WORSE)
+    assert reason(subscribe_decision(not_worse, Side.BUY, None, D(100))) is SkipReason.NO_PRICE
+    assert reason(subscribe_decision(not_worse, Side.BUY, D(100), None)) is SkipReason.NO_PRICE

@@ -175,12 +175,13 @@ def period_start(period: DrawdownPeriod, now: datetime) -> datetime:
 
 
 def subscribe_decision(
-    settings: CopySettings, side: Side, provider_entry: Decimal, follower_price: Decimal | None
+    settings: CopySettings, side: Side, provider_entry: Decimal | None, follower_price: Decimal | None
 ) -> Skip | None:
     """Whether to copy a provider position that was already open when the follower subscribed.
 
-    ``side`` is the follower's side. With ``if_not_worse``, the follower's price must be at or
-    below the provider's entry for a buy, at or above it for a sell.
+    ``side`` is the follower's side. ``skip`` and ``market`` decide without prices. With
+    ``if_not_worse``, the follower's price must be at or below the provider's entry for a buy, at
+    or above it for a sell; without both prices it is a ``no_price`` skip.
     """
     policy = settings.on_subscribe
     if policy is OnSubscribe.SKIP:
@@ -190,7 +191,7 @@ def subscribe_decision(
         )
     if policy is OnSubscribe.MARKET:
         return None
-    if follower_price is None:
+    if follower_price is None or provider_entry is None:
         return Skip(reason=SkipReason.NO_PRICE, detail="no follower price to compare with the provider's entry")
     if follower_price > provider_entry if side is Side.BUY else follower_price < provider_entry:
         return Skip(

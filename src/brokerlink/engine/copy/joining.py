@@ -114,11 +114,13 @@ def _plan_existing(
     price = None if quote is None else (quote.ask if side is Side.BUY else quote.bid)
     if entry is None or entry <= 0:
         entry = price
-    if entry is None:
-        return Skip(reason=SkipReason.NO_PRICE, detail="no price for the provider's entry"), None
+    # The policy first: ``skip`` needs no price (the provider's position may not be stored with its
+    # entry yet when the follower subscribes; that is still a skip by policy, not for want of a price).
     refused = subscribe_decision(follower.settings, side, entry, price)
     if refused is not None:
         return refused, None
+    if entry is None:
+        return Skip(reason=SkipReason.NO_PRICE, detail="no price for the provider's entry"), None
     signal = Signal(
         trade_id=f"subscribe:{symbol}", symbol=symbol, side=provider_side, qty=abs(qty), price=entry,
         before=Decimal(0), after=qty, provider_equity=provider_equity,
