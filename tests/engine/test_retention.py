@@ -45,8 +45,7 @@ from brokerlink.store.repositories.events import EventRepository
 from brokerlink.store.repositories.fills import FillRepository
 from brokerlink.store.repositories.orders import OrderRepository
 from brokerlink.store.repositories.sessions import SessionRepository
-from tests.backends import mark_backend
-from tests.store.conftest import _pg_database
+from tests.store.conftest import migrated_database
 from tests.store.copy_factories import event, intent, link, make_copying, signal
 from tests.store.factories import NOW, make_account, make_fill, make_order, make_user
 
@@ -59,19 +58,8 @@ POLICY = RetentionPolicy(sessions_days=30, orders_days=30, events_days=30, copy_
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated database of each kind (PostgreSQL: a database of its own, dropped afterwards)."""
-    if request.param == "sqlite":
-        mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'retention.db'}"
-        await upgrade(url)
-        db = Database(url)
-        yield db
-        await db.dispose()
-        return
-    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
-        await upgrade(url)
-        db = Database(url)
-        yield db
-        await db.dispose()
+    async with migrated_database(request, tmp_path) as database:
+        yield database
 
 
 async def _ids(database: Database, column: Any) -> set[str]:

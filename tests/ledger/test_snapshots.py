@@ -37,12 +37,12 @@ from tests.ledger.test_stats_support import (
     make_account,
     make_strategy,
     make_subscription,
-    migrated_database,
     set_balance,
     set_position,
     withdraw,
 )
 from tests.links_fixtures import LinksFactory, new_link
+from tests.store.conftest import migrated_database
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 D = Decimal

@@ -30,9 +30,9 @@ from tests.ledger.test_stats_support import (
     deposit,
     fill,
     make_account,
-    migrated_database,
     withdraw,
 )
+from tests.store.conftest import migrated_database
 
 D = Decimal
 OCT = datetime(2026, 10, 20, 9, 0, tzinfo=UTC)

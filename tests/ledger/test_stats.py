@@ -33,8 +33,8 @@ from tests.ledger.test_stats_support import (
     make_account,
     make_strategy,
     make_subscription,
-    migrated_database,
 )
+from tests.store.conftest import migrated_database
 
 T0 = datetime(2026, 11, 2, 21, 0, tzinfo=UTC)
 D = Decimal

@@ -1,19 +1,14 @@
 """Helpers of the statistics, snapshot and statement tests (no tests here).
 
-``migrated_database``: a migrated database on SQLite (a fresh file) or PostgreSQL (the store tests'
-shared migrated database, emptied first; see tests/store/conftest.py), and owners, accounts,
-strategies, subscriptions, balances, fills and journal entries made directly in the store.
+Owners, accounts, strategies, subscriptions, balances, fills and journal entries made directly in the
+store (the database itself: ``tests.store.conftest.migrated_database``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from brokerlink.domain.copy import Strategy, StrategyVisibility, Subscription
@@ -22,7 +17,6 @@ from brokerlink.domain.models import Account, Balance, Fill, Position
 from brokerlink.kit.ids import new_id
 from brokerlink.ledger import chart
 from brokerlink.store.db import Database
-from brokerlink.store.migrate import upgrade
 from brokerlink.store.models_ledger import JournalEntryRow, LedgerAccountRow, PostingRow
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
@@ -31,32 +25,8 @@ from brokerlink.store.repositories.positions import BalanceRepository, PositionR
 from brokerlink.store.repositories.strategies import StrategyRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
 from brokerlink.store.repositories.users import UserRepository
-from tests.backends import mark_backend
-from tests.store.conftest import _pg_database
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@asynccontextmanager
-async def migrated_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """The test's database on ``request.param`` (``"sqlite"`` or ``"postgresql"``)."""
-    if request.param == "sqlite":
-        mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'stats.db'}"
-        await upgrade(url)
-        database = Database(url)
-        try:
-            yield database
-        finally:
-            await database.dispose()
-        return
-    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
-        await upgrade(url)
-        database = Database(url)
-        try:
-            yield database
-        finally:
-            await database.dispose()
 
 
 async def make_account(

@@ -30,11 +30,9 @@ from brokerlink.security.vault import (
     rewrap_batch,
 )
 from brokerlink.store.db import Database
-from brokerlink.store.migrate import upgrade
 from brokerlink.store.models import VaultSecretRow
 from brokerlink.store.repositories.secrets import SecretRepository
-from tests.backends import mark_backend
-from tests.store.conftest import _pg_database
+from tests.store.conftest import migrated_database
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -46,19 +44,8 @@ def env_key(key_id: str) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated database of each kind (PostgreSQL: a database of its own, dropped afterwards)."""
-    if request.param == "sqlite":
-        mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'vault.db'}"
-        await upgrade(url)
-        db = Database(url)
-        yield db
-        await db.dispose()
-        return
-    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
-        await upgrade(url)
-        db = Database(url)
-        yield db
-        await db.dispose()
+    async with migrated_database(request, tmp_path) as database:
+        yield database
 
 
 async def _seed(database: Database, vault: Vault, count: int) -> dict[str, tuple[str, bytes]]:

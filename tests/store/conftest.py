@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from brokerlink.store.db import create_engine, is_sqlite, session_factory
+from brokerlink.store.db import Database, create_engine, is_sqlite, session_factory
 from brokerlink.store.migrate import upgrade
 from brokerlink.store.models import Base
 from tests.backends import mark_backend
@@ -59,6 +59,30 @@ async def _pg_database(server_url: str) -> AsyncIterator[str]:
         yield _url_of(server, name)
     finally:
         await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def migrated_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A freshly migrated :class:`Database` on ``request.param`` (``"sqlite"``: a file in ``tmp_path``;
+    ``"postgresql"``: a database of its own on the test server, dropped afterwards), marked for the
+    backend report. For fixtures parametrized over both backends."""
+    if request.param == "sqlite":
+        mark_backend(request, "sqlite")
+        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        await upgrade(url)
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            await database.dispose()
+        return
+    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
+        await upgrade(url)
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            await database.dispose()
 
 
 async def _migrated_pg_database(server_url: str) -> str:

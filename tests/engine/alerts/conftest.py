@@ -14,9 +14,7 @@ from brokerlink.engine.alerts.service import AlertService
 from brokerlink.kit.clock import Clock, SystemClock
 from brokerlink.security.vault import LocalKeyFile, Vault
 from brokerlink.store.db import Database
-from brokerlink.store.migrate import upgrade
-from tests.backends import mark_backend
-from tests.store.conftest import _pg_database
+from tests.store.conftest import migrated_database
 
 ServiceFactory = Callable[..., AlertService]
 
@@ -24,22 +22,8 @@ ServiceFactory = Callable[..., AlertService]
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A freshly migrated database, on SQLite and (a database of its own) on PostgreSQL."""
-    if request.param == "sqlite":
-        mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'alerts.db'}"
-        await upgrade(url)
-        db = Database(url)
-        yield db
-        await db.dispose()
-        return
-    server = str(request.getfixturevalue("postgres_url"))
-    async with _pg_database(server) as url:
-        await upgrade(url)
-        db = Database(url)
-        try:
-            yield db
-        finally:
-            await db.dispose()
+    async with migrated_database(request, tmp_path) as database:
+        yield database
 
 
 def alert_settings(tmp_path: Path, **changes: object) -> Settings:

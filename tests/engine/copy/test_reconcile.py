@@ -3,10 +3,8 @@ PostgreSQL) with and without repair."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -36,14 +34,12 @@ from brokerlink.kit.clock import ManualClock
 from brokerlink.kit.errors import NotFound
 from brokerlink.kit.ids import new_id
 from brokerlink.store.db import Database
-from brokerlink.store.migrate import upgrade
 from brokerlink.store.repositories.copy_events import CopyEventRepository
 from brokerlink.store.repositories.copy_intents import CopyIntentRepository
 from brokerlink.store.repositories.copy_links import CopyLinkRepository
 from brokerlink.store.repositories.positions import PositionRepository
 from brokerlink.store.repositories.strategies import StrategyPositionRepository, StrategyRepository
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
-from tests.backends import mark_backend
 from tests.store import copy_factories as f
 from tests.store.factories import NOW, make_account
 
@@ -181,26 +177,6 @@ def test_symbols_with_orders_in_flight_and_offline_accounts_are_not_judged() -> 
 
 
 # --- a run over the store -------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated database on each backend (PostgreSQL: a database of its own, dropped afterwards)."""
-    if request.param == "sqlite":
-        mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'reconcile.db'}"
-        await upgrade(url)
-        database = Database(url)
-        yield database
-        await database.dispose()
-        return
-    from tests.store.conftest import _pg_database
-
-    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
-        await upgrade(url)
-        database = Database(url)
-        yield database
-        await database.dispose()
 
 
 SETTINGS = encode_settings(CopySettings(sizing=SizingMode.MULTIPLIER, multiplier=D(1))).decode()
