@@ -56,6 +56,7 @@ from brokerlink.api.problems import EXCEPTION_HANDLERS
 from brokerlink.api.ratelimit import RateLimiter, RateLimitMiddleware
 from brokerlink.api.trading.routes import account_trading_router, orders_router
 from brokerlink.api.webhooks import webhooks_router  # issue 8 webhooks
+from brokerlink.app import litestar_fixes
 from brokerlink.app.demo_bot import DemoBot
 from brokerlink.app.middleware import RequestContextMiddleware
 from brokerlink.app.services import start_services
@@ -97,6 +98,7 @@ def create_app(
     configure_logs: bool = True,
 ) -> Litestar:
     """Build the ASGI application. Tests pass their own settings, clock and bus; servers pass nothing."""
+    litestar_fixes.install()
     settings = settings or Settings()
     clock = clock or SystemClock()
     if configure_logs:
