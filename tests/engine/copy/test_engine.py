@@ -270,10 +270,14 @@ async def test_positions_open_before_the_subscription_follow_the_on_subscribe_po
         except AssertionError as exc:  # say why: it timed out once in a full run (copy events, intents)
             async with database.session() as session:
                 market_sub = followers[0][1]
-                reasons = await CopyEventRepository(session).count_by_reason(market_sub)
+                events = (await CopyEventRepository(session).list_for_subscription(market_sub, limit=10)).items
                 intents = (await CopyIntentRepository(session).list_for_subscription(market_sub, limit=10)).items
+                provider = await PositionRepository(session).list_for_account(world.provider.id)
             raise AssertionError(
-                f"{exc}: skips {reasons}, intents {[(i.status, i.last_error) for i in intents]}"
+                f"{exc}: events {[(e.reason, e.detail) for e in events]}, "
+                f"intents {[(i.status, i.last_error) for i in intents]}, "
+                f"provider positions {[(p.symbol, p.qty, p.avg_price) for p in provider]}, "
+                f"follower quote {world.engine.quote_for(followers[0][0].id)(EURUSD)}"
             ) from None
         assert await _position(database, followers[1][0].id) == 0
         async with database.session() as session:
