@@ -43,7 +43,6 @@ import contextlib
 import json
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -62,6 +61,7 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from pydantic import SecretStr
 
+from _report import emit
 from brokerlink.api.auth.middleware import REQUEST_TOKEN_EXPIRES, REQUEST_TOKEN_ID
 from brokerlink.app import factory
 from brokerlink.config import Settings
@@ -307,9 +307,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 12 if args.quick else 40
     result = asyncio.run(run(rounds, args.block))
-    for name, value in result.items():
-        print(f"{name:>28}  {value}", file=sys.stderr)
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

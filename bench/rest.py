@@ -47,6 +47,7 @@ from joserfc import jwk
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _loadgen import LoadResult, request_bytes, run_load
+from _report import emit
 from auth_overhead import _app, _running, _seed, _settings
 from brokerlink.security.dpop import access_token_hash
 
@@ -215,9 +216,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds, seconds = (3, 3.0) if args.quick else (6, 8.0)
     result = asyncio.run(run(rounds, seconds, args.connections, args.proofs_per_second))
-    for name, value in result.items():
-        print(f"{name:>24}  {value}", file=sys.stderr)
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

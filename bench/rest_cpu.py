@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 from joserfc import jwk
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _report import emit
 from _starlette_hello import app as bare_app
 from auth_overhead import ORIGIN, _app, _proofs, _running, _seed, _settings
 
@@ -121,14 +121,12 @@ async def run(rounds: int, block: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 rounds of 200 requests per kind (~30 s)")
+    parser.add_argument("--quick", action="store_true", help="10 rounds of 200 requests per kind (~10 s)")
     parser.add_argument("--block", type=int, default=200)
     args = parser.parse_args()
     rounds = 10 if args.quick else 40
     result = asyncio.run(run(rounds, args.block))
-    for name, value in result.items():
-        print(f"{name:>20}  {value}", file=sys.stderr)
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":
