@@ -18,6 +18,9 @@ class LiveAccount:
     ``lock`` serializes every write to the account's orders, fills, positions and balances within
     this process: the event pump and the API's order commands take it, so a fill and a cancel
     request applied at the same moment cannot overwrite each other's changes to one order row.
+    ``holdings_lock`` serializes reads of the venue's holdings with storing them
+    (:func:`~brokerlink.engine.links.recovery.sync_holdings`): a read answered late cannot undo a
+    newer one stored meanwhile.
     """
 
     def __init__(self, account: Account, *, broker: str, adapter: BrokerAdapter, instruments: list[Instrument]) -> None:
@@ -26,6 +29,7 @@ class LiveAccount:
         self.adapter = adapter
         self.instruments = {i.symbol: i for i in instruments}
         self.lock = asyncio.Lock()
+        self.holdings_lock = asyncio.Lock()
         self.state = ConnectionState.CONNECTED
         self._changed: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.refresh: asyncio.Task[None] | None = None

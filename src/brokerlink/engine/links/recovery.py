@@ -100,19 +100,25 @@ async def recover(
 
 async def sync_holdings(database: Database, live: LiveAccount, *, clock: Clock, apply: Apply) -> None:
     """Make the stored balance and positions the venue's: its positions as reported, and those it
-    no longer has flattened (their realized P&L kept)."""
+    no longer has flattened (their realized P&L kept).
+
+    One at a time per account (``live.holdings_lock``): the recovery at connect and the re-read
+    after fills can overlap, and a venue read taken before a fill but answered after another read
+    stored the fill's position would take that position for one the venue no longer holds, and
+    flatten it."""
     account_id = live.id
-    now = clock.now()
-    await apply(live, AccountUpdated(account_id=account_id, ts=now, balance=await live.adapter.balance()))
-    venue_positions = {p.symbol: p for p in await live.adapter.positions()}
-    async with database.session() as session:
-        stored_positions = await PositionRepository(session).list_for_account(account_id)
-    for position in stored_positions:
-        if position.symbol not in venue_positions:
-            flat = Position(account_id=account_id, symbol=position.symbol, realized_pnl=position.realized_pnl)
-            await apply(live, PositionUpdated(account_id=account_id, ts=now, position=flat))
-    for position in venue_positions.values():
-        await apply(live, PositionUpdated(account_id=account_id, ts=now, position=position))
+    async with live.holdings_lock:
+        now = clock.now()
+        await apply(live, AccountUpdated(account_id=account_id, ts=now, balance=await live.adapter.balance()))
+        venue_positions = {p.symbol: p for p in await live.adapter.positions()}
+        async with database.session() as session:
+            stored_positions = await PositionRepository(session).list_for_account(account_id)
+        for position in stored_positions:
+            if position.symbol not in venue_positions:
+                flat = Position(account_id=account_id, symbol=position.symbol, realized_pnl=position.realized_pnl)
+                await apply(live, PositionUpdated(account_id=account_id, ts=now, position=flat))
+        for position in venue_positions.values():
+            await apply(live, PositionUpdated(account_id=account_id, ts=now, position=position))
 
 
 async def _catch_up_fills(
