@@ -10,6 +10,7 @@ anything reaches the broker or the database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -333,8 +334,16 @@ def path_ids(request: pytest.FixtureRequest, linked: dict[str, Any], mfa_codes: 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Alert and user webhooks may point at loopback here (the valid webhook bodies do)."""
-    return settings.model_copy(update={"alert_webhook_allow_loopback": True, "webhook_allowed_hosts": ["127.0.0.1"]})
+    """Alert and user webhooks may point at loopback here (the valid webhook bodies do). A failed user
+    webhook delivery waits a uniform time of up to two hours before its retry (full jitter on a 1 h
+    base): a retry inside a test's few hundred milliseconds has odds of about 1 in 20,000."""
+    return settings.model_copy(
+        update={
+            "alert_webhook_allow_loopback": True,
+            "webhook_allowed_hosts": ["127.0.0.1"],
+            "webhook_backoff_s": 3600.0,
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -375,8 +384,15 @@ async def webhook_ids(alice: httpx.AsyncClient) -> dict[str, str]:
     endpoint_id: str = created.json()["id"]
     sent = await alice.post(f"/v1/webhooks/{endpoint_id}/test")
     assert sent.status_code == 202, sent.text
-    deliveries = (await alice.get(f"/v1/webhooks/{endpoint_id}/deliveries")).json()["data"]
-    return {"endpoint_id": endpoint_id, "delivery_id": deliveries[0]["id"]}
+    # The delivery worker's first attempt (refused: nothing listens on port 9) updates the delivery;
+    # wait for it here, or it can land between a test's two snapshots. Its retry is hours off in
+    # all likelihood (``settings``: webhook_backoff_s).
+    for _ in range(200):  # bounded: 10 s
+        deliveries = (await alice.get(f"/v1/webhooks/{endpoint_id}/deliveries")).json()["data"]
+        if deliveries and deliveries[0]["attempts"] >= 1:
+            return {"endpoint_id": endpoint_id, "delivery_id": deliveries[0]["id"]}
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the test delivery was not attempted: {deliveries}")
 
 
 @pytest.fixture
