@@ -187,6 +187,19 @@ async def _seed(app: Litestar, key: jwk.ECKey) -> tuple[str, str, str]:
     return user.id, order.id, token
 
 
+@contextlib.asynccontextmanager
+async def seeded_apps() -> AsyncIterator[tuple[Litestar, Litestar, jwk.ECKey, str, str]]:
+    """The real app and the one with authentication switched off, running on one seeded database in a
+    temp dir: ``(on, off, key, order id, token)``, the token bound to ``key``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = _settings(Path(tmp))
+        on, off = _app(settings, auth=True), _app(settings, auth=False)
+        key = jwk.ECKey.generate_key("P-256")
+        async with _running(on), _running(off):
+            _, order_id, token = await _seed(on, key)
+            yield on, off, key, order_id, token
+
+
 def _proofs(key: jwk.ECKey, url: str, token: str, count: int) -> list[str]:
     header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
     now = int(time.time())
@@ -237,43 +250,38 @@ class _Es256:
 
 
 async def run(rounds: int, block: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(Path(tmp))
-        on, off = _app(settings, auth=True), _app(settings, auth=False)
-        key = jwk.ECKey.generate_key("P-256")
-        async with _running(on), _running(off):
-            _, order_id, token = await _seed(on, key)
-            path = f"/v1/orders/{order_id}"
-            transport_on = httpx.ASGITransport(app=on)  # type: ignore[arg-type]
-            transport_off = httpx.ASGITransport(app=off)  # type: ignore[arg-type]
-            async with (
-                httpx.AsyncClient(transport=transport_on, base_url=ORIGIN) as c_on,
-                httpx.AsyncClient(transport=transport_off, base_url=ORIGIN) as c_off,
-            ):
-                es256 = _Es256()
-                cpu: dict[str, list[int]] = {"on": [], "off": [], "off+verify": []}
-                wall: dict[str, list[int]] = {"on": [], "off": [], "off+verify": []}
-                tight: list[float] = []
-                for round_ in range(rounds + 1):
-                    proofs = _proofs(key, ORIGIN + path, token, block)
-                    for proof in proofs:
-                        headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
-                        # The same request bytes to both apps (the switched-off one ignores the two
-                        # headers): this process is the client too, and its work on them is not the
-                        # server's. The three kinds take turns request by request, so drift, a GC
-                        # pass or a background task lands on all of them alike.
-                        samples = {
-                            "on": await _timed(c_on, path, headers, None),
-                            "off": await _timed(c_off, path, headers, None),
-                            "off+verify": await _timed(c_off, path, headers, es256),
-                        }
-                        if not round_:  # the first round warms up (caches, connections, code paths)
-                            continue
-                        for kind, (cpu_ns, wall_ns) in samples.items():
-                            cpu[kind].append(cpu_ns)
-                            wall[kind].append(wall_ns)
-                    if round_:
-                        tight.append(es256.tight(block))
+    async with seeded_apps() as (on, off, key, order_id, token):
+        path = f"/v1/orders/{order_id}"
+        transport_on = httpx.ASGITransport(app=on)  # type: ignore[arg-type]
+        transport_off = httpx.ASGITransport(app=off)  # type: ignore[arg-type]
+        async with (
+            httpx.AsyncClient(transport=transport_on, base_url=ORIGIN) as c_on,
+            httpx.AsyncClient(transport=transport_off, base_url=ORIGIN) as c_off,
+        ):
+            es256 = _Es256()
+            cpu: dict[str, list[int]] = {"on": [], "off": [], "off+verify": []}
+            wall: dict[str, list[int]] = {"on": [], "off": [], "off+verify": []}
+            tight: list[float] = []
+            for round_ in range(rounds + 1):
+                proofs = _proofs(key, ORIGIN + path, token, block)
+                for proof in proofs:
+                    headers = {"Authorization": f"DPoP {token}", "DPoP": proof}
+                    # The same request bytes to both apps (the switched-off one ignores the two
+                    # headers): this process is the client too, and its work on them is not the
+                    # server's. The three kinds take turns request by request, so drift, a GC
+                    # pass or a background task lands on all of them alike.
+                    samples = {
+                        "on": await _timed(c_on, path, headers, None),
+                        "off": await _timed(c_off, path, headers, None),
+                        "off+verify": await _timed(c_off, path, headers, es256),
+                    }
+                    if not round_:  # the first round warms up (caches, connections, code paths)
+                        continue
+                    for kind, (cpu_ns, wall_ns) in samples.items():
+                        cpu[kind].append(cpu_ns)
+                        wall[kind].append(wall_ns)
+                if round_:
+                    tight.append(es256.tight(block))
     us = 1000
 
     def median_us(values: list[int]) -> float:

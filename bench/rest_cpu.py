@@ -33,17 +33,14 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from joserfc import jwk
-
 sys.path.insert(0, str(Path(__file__).parent))
 from _report import emit
 from _starlette_hello import app as bare_app
-from auth_overhead import ORIGIN, _app, _proofs, _running, _seed, _settings
+from auth_overhead import ORIGIN, _proofs, seeded_apps
 
 KINDS = ("bare", "healthz", "off", "on")
 
@@ -81,28 +78,23 @@ async def _request(app: Any, path: str, headers: dict[str, str]) -> None:
 
 
 async def run(rounds: int, block: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = _settings(Path(tmp))
-        on, off = _app(settings, auth=True), _app(settings, auth=False)
-        key = jwk.ECKey.generate_key("P-256")
-        async with _running(on), _running(off):
-            _, order_id, token = await _seed(on, key)
-            orders = f"/v1/orders/{order_id}"
-            targets = {"bare": (bare_app, "/"), "healthz": (on, "/healthz"), "off": (off, orders), "on": (on, orders)}
-            cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
-            for round_ in range(rounds + 1):
-                order = KINDS if round_ % 2 else tuple(reversed(KINDS))
-                for kind in order:
-                    app, path = targets[kind]
-                    headers = [
-                        {"host": "bench.local", "authorization": f"DPoP {token}", "dpop": proof}
-                        for proof in _proofs(key, ORIGIN + path, token, block)
-                    ]
-                    started = time.process_time_ns()
-                    for one in headers:
-                        await _request(app, path, one)
-                    if round_:  # the first round warms up
-                        cpu[kind].append((time.process_time_ns() - started) / 1000 / block)
+    async with seeded_apps() as (on, off, key, order_id, token):
+        orders = f"/v1/orders/{order_id}"
+        targets = {"bare": (bare_app, "/"), "healthz": (on, "/healthz"), "off": (off, orders), "on": (on, orders)}
+        cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        for round_ in range(rounds + 1):
+            order = KINDS if round_ % 2 else tuple(reversed(KINDS))
+            for kind in order:
+                app, path = targets[kind]
+                headers = [
+                    {"host": "bench.local", "authorization": f"DPoP {token}", "dpop": proof}
+                    for proof in _proofs(key, ORIGIN + path, token, block)
+                ]
+                started = time.process_time_ns()
+                for one in headers:
+                    await _request(app, path, one)
+                if round_:  # the first round warms up
+                    cpu[kind].append((time.process_time_ns() - started) / 1000 / block)
     us = {kind: round(statistics.median(values), 1) for kind, values in cpu.items()}
     ratio = us["bare"] / us["on"]
     return {
