@@ -8,7 +8,7 @@ one statement (open a cursor, execute, fetch all, close the cursor), and two mor
 the driver in autocommit mode and begins ``BEGIN IMMEDIATE`` only before the first write, see
 :func:`brokerlink.store.db._install_sqlite_hooks`): six trips for a request that reads one row.
 
-This adapter keeps SQLAlchemy's and changes two things:
+This adapter keeps SQLAlchemy's and changes these things:
 
 - a statement is one trip: the cursor is opened, executed, drained and closed in the driver's
   thread, and what SQLAlchemy reads afterwards (``description``, ``rowcount``, ``lastrowid``, the
@@ -120,7 +120,7 @@ def _is_select(operation: Any) -> bool:
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A client-side cursor whose every statement is one trip to aiosqlite's thread (module docstring)."""
+    """A client-side cursor: a write is one trip to aiosqlite's thread, a read none (module docstring)."""
 
     __slots__ = ("_arraysize", "_begin_first", "_description", "_lastrowid", "_rowcount")
 
