@@ -68,21 +68,22 @@ async def migrated_database(request: pytest.FixtureRequest, tmp_path: Path) -> A
     backend report. For fixtures parametrized over both backends."""
     if request.param == "sqlite":
         mark_backend(request, "sqlite")
-        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
-        await upgrade(url)
-        database = Database(url)
-        try:
+        async with _upgraded(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}") as database:
             yield database
-        finally:
-            await database.dispose()
         return
-    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url:
-        await upgrade(url)
-        database = Database(url)
-        try:
-            yield database
-        finally:
-            await database.dispose()
+    async with _pg_database(str(request.getfixturevalue("postgres_url"))) as url, _upgraded(url) as database:
+        yield database
+
+
+@asynccontextmanager
+async def _upgraded(url: str) -> AsyncIterator[Database]:
+    """A :class:`Database` on ``url`` after migrating it to the head, disposed afterwards."""
+    await upgrade(url)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 async def _migrated_pg_database(server_url: str) -> str:
