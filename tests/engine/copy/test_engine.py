@@ -39,8 +39,14 @@ EURUSD = "EUR/USD"
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, *, attempts: int = 200) -> T:
+    """Poll ``probe`` until it answers something other than None or False, and return that.
+
+    A number is refused: Decimal(0), "no position yet", is neither None nor False and would end the
+    wait at once (it did, and a test then raced the store it meant to wait for)."""
     for _ in range(attempts):  # 200 x 50 ms at most
         result = await probe()
+        if isinstance(result, int | Decimal) and not isinstance(result, bool):
+            raise TypeError(f"waiting for {what}: the probe answered the number {result!r}; answer a bool or None")
         if result is not None and result is not False:
             return result
         await asyncio.sleep(0.05)
@@ -244,10 +250,14 @@ async def test_positions_open_before_the_subscription_follow_the_on_subscribe_po
     try:
         await _trade(world, Side.BUY, "0.30")
         strategy = await _only_strategy(database)
+
         # The provider's entry price comes from its stored position, refreshed just after the fill.
         # Whether the engine consumed the fill before the subscriptions or only when joining, the
         # outcome is the same: the on_subscribe policy decides.
-        await eventually(lambda: _position(database, world.provider.id), "the provider's position to be stored")
+        async def provider_open() -> bool:
+            return await _position(database, world.provider.id) != 0
+
+        await eventually(provider_open, "the provider's position to be stored")
         followers = []
         for n, policy in ((1, OnSubscribe.MARKET), (2, OnSubscribe.SKIP)):
             follower = await _link(world.links, database, venue, f"late{n}@example.com", n)

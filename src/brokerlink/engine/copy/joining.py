@@ -112,17 +112,20 @@ def _plan_existing(
         instrument = None if isinstance(found, Skip) else found
     quote = None if instrument is None else quote_of(instrument.symbol)
     price = None if quote is None else (quote.ask if side is Side.BUY else quote.bid)
-    if entry is None or entry <= 0:
-        entry = price
-    # The policy first: ``skip`` needs no price (the provider's position may not be stored with its
-    # entry yet when the follower subscribes; that is still a skip by policy, not for want of a price).
+    if entry is not None and entry <= 0:
+        entry = None
+    # The policy first, with the provider's entry as stored: ``skip`` needs no price (the provider's
+    # position may not be stored with its entry yet when the follower subscribes; that is still a
+    # skip by policy, not for want of a price), and ``if_not_worse`` without an entry cannot compare
+    # (the follower's own price standing in for the entry would make every price "not worse").
     refused = subscribe_decision(follower.settings, side, entry, price)
     if refused is not None:
         return refused, None
-    if entry is None:
+    sizing_price = entry if entry is not None else price  # ``market``: the follower's price will do
+    if sizing_price is None:
         return Skip(reason=SkipReason.NO_PRICE, detail="no price for the provider's entry"), None
     signal = Signal(
-        trade_id=f"subscribe:{symbol}", symbol=symbol, side=provider_side, qty=abs(qty), price=entry,
+        trade_id=f"subscribe:{symbol}", symbol=symbol, side=provider_side, qty=abs(qty), price=sizing_price,
         before=Decimal(0), after=qty, provider_equity=provider_equity,
     )  # fmt: skip
     return None, plan_follower(signal, follower, quote=quote_of, now=now)
