@@ -1,5 +1,6 @@
-"""The SQLite adapter (store/sqlite_driver.py, ADR 0036): one trip to aiosqlite's thread per statement,
-none for an idle COMMIT or ROLLBACK, and the DBAPI behaviour SQLAlchemy relies on unchanged."""
+"""The SQLite adapter (store/sqlite_driver.py, ADRs 0036 and 0042): one trip to aiosqlite's thread per
+write, none for a read (it runs on the loop's thread within a budget) or an idle COMMIT or ROLLBACK,
+and the DBAPI behaviour SQLAlchemy relies on unchanged."""
 
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from brokerlink.store import sqlite_driver
 from brokerlink.store.db import SQLITE_POOL_SIZE, create_engine, session_factory
 from brokerlink.store.sqlite_driver import OneTripConnection, OneTripCursor
+
+# A read long enough to outlast any budget: two million rows counted from a recursive CTE.
+LONG_READ = (
+    "SELECT thread_id(), (SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
+    "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT x FROM c))"
+)
 
 
 @pytest.fixture
@@ -52,7 +60,7 @@ async def test_engines_use_the_one_trip_adapter(engine: AsyncEngine) -> None:
         assert isinstance(raw.dbapi_connection.cursor(), OneTripCursor)
 
 
-async def test_a_read_request_is_one_trip_with_nothing_for_its_commit_and_check_in(
+async def test_a_read_request_makes_no_trip_for_its_select_its_commit_or_its_check_in(
     engine: AsyncEngine, trips: Counter[str]
 ) -> None:
     async with session_factory(engine)() as session:
@@ -64,7 +72,63 @@ async def test_a_read_request_is_one_trip_with_nothing_for_its_commit_and_check_
         await session.commit()
     assert rows == ["a", "b", "c"]
     # SQLAlchemy's adapter: cursor, execute, fetchall, close, COMMIT, and ROLLBACK at check-in = 6.
+    assert trips == Counter()
+
+
+@pytest.fixture
+async def thread_id(engine: AsyncEngine) -> None:
+    """``thread_id()`` in SQL: the id of the thread that runs the statement."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _register(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection._connection._conn.create_function("thread_id", 0, threading.get_ident)
+
+    await engine.dispose()  # the pool's connections so far were made without it
+
+
+async def test_a_select_runs_on_the_event_loops_thread(engine: AsyncEngine, thread_id: None) -> None:
+    async with engine.connect() as conn:
+        ran_on = (await conn.exec_driver_sql("SELECT thread_id()")).scalar_one()
+    assert ran_on == threading.get_ident()
+
+
+async def test_a_select_past_its_budget_moves_to_the_drivers_thread_and_gives_the_same_rows(
+    engine: AsyncEngine, thread_id: None, trips: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_driver, "INLINE_READ_BUDGET_S", 0.0)  # the first look at the clock ends it
+    async with engine.connect() as conn:
+        trips.clear()
+        ran_on, count = (await conn.exec_driver_sql(LONG_READ)).one()
+        # A short read still runs inline: the budget is per statement.
+        short_on = (await conn.exec_driver_sql("SELECT thread_id() FROM t LIMIT 1")).scalar_one()
+    assert count == 2_000_000
+    assert ran_on != threading.get_ident()
     assert trips == Counter({"_run": 1})
+    assert short_on == threading.get_ident()
+
+
+async def test_a_select_moved_off_the_loop_inside_a_write_transaction_keeps_the_transaction(
+    engine: AsyncEngine, thread_id: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite rolls back a transaction whose write is interrupted, not one whose read is."""
+    monkeypatch.setattr(sqlite_driver, "INLINE_READ_BUDGET_S", 0.0)
+    async with session_factory(engine)() as session:
+        await session.execute(text("INSERT INTO t (name, n) VALUES ('d', 4)"))
+        ran_on, _ = (await session.execute(text(LONG_READ))).one()
+        assert ran_on != threading.get_ident()
+        seen = (await session.execute(text("SELECT n FROM t WHERE name = 'd'"))).scalar_one()
+        await session.commit()
+    assert seen == 4
+    async with engine.connect() as conn:
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar_one() == 4
+
+
+async def test_a_failing_select_raises_the_dbapi_error_and_leaves_the_connection_usable(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        with pytest.raises(OperationalError, match="no such table"):
+            await conn.exec_driver_sql("SELECT * FROM missing")
+        await conn.rollback()
+        assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar_one() == 3
 
 
 async def test_a_write_is_a_trip_per_statement_and_one_for_its_commit(engine: AsyncEngine, trips: Counter[str]) -> None:

@@ -17,7 +17,13 @@ This adapter keeps SQLAlchemy's and changes these things:
   ``commit`` and ``rollback`` do nothing then either; they only find out in the thread);
 - a transaction's ``BEGIN IMMEDIATE`` (issued by the write hook before the first write) runs in the
   same trip as that write (:meth:`OneTripCursor.begin_first`): a write transaction of one statement
-  is two trips, the statement and ``COMMIT``.
+  is two trips, the statement and ``COMMIT``;
+- a ``SELECT`` makes no trip at all: it runs on the event loop's thread, with a budget
+  (:data:`INLINE_READ_BUDGET_S`, checked every :data:`INLINE_CHECK_EVERY` SQLite VM instructions).
+  One that is still running when the budget is spent is interrupted and run again on the driver's
+  thread, so a report or a scan never holds the loop longer than the budget (ADR 0042). A read
+  cannot wait on a lock in WAL mode, so the loop never sleeps on one; writes, ``BEGIN``,
+  ``COMMIT`` and ``ROLLBACK``, which can, stay on the thread.
 
 Server-side cursors (``stream_results``) keep SQLAlchemy's behaviour. Installed by
 :func:`brokerlink.store.db.create_engine` for every SQLite engine via ``create_async_engine(module=...)``.
@@ -34,7 +40,7 @@ from __future__ import annotations
 import collections
 import sqlite3
 import time
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiosqlite
 from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
@@ -49,6 +55,11 @@ __all__ = ["OneTripDbapi"]
 
 _Result = tuple[Any, int, int | None, list[Any]]
 
+INLINE_READ_BUDGET_S = 0.0005
+"""How long a ``SELECT`` may run on the event loop's thread before it moves to the driver's (ADR 0042)."""
+INLINE_CHECK_EVERY = 1000
+"""SQLite VM instructions between two looks at the clock during an inline read (~25-100 µs of work)."""
+
 
 class BeginWaited(Protocol):
     """Told how long a trip that began a transaction took, and whether it failed."""
@@ -58,7 +69,7 @@ class BeginWaited(Protocol):
 
 def _run(
     connection: aiosqlite.Connection, operation: str, parameters: Any, *, many: bool, begin: bool = False
-) -> _Result:  # pragma: no cover - runs on aiosqlite's thread, where coverage does not trace
+) -> _Result:
     if begin:  # a transaction's first write: its BEGIN IMMEDIATE rides on the same trip
         connection._conn.execute("BEGIN IMMEDIATE")
     cursor = connection._conn.cursor()
@@ -77,8 +88,39 @@ def _run(
         cursor.close()
 
 
+def _run_inline(connection: aiosqlite.Connection, operation: str, parameters: Any) -> _Result | None:
+    """Run a ``SELECT`` on the calling thread, or give up (``None``) once it has run ``INLINE_READ_BUDGET_S``.
+
+    SQLite calls the progress handler every ``INLINE_CHECK_EVERY`` VM instructions; a non-zero
+    answer interrupts the statement (``SQLITE_INTERRUPT``), which for a ``SELECT`` changes nothing:
+    an open transaction stays open with its writes (SQLite rolls back only an interrupted write).
+    """
+    driver = connection._conn
+    deadline = time.perf_counter() + INLINE_READ_BUDGET_S
+    spent = False
+
+    def over_budget() -> bool:
+        nonlocal spent
+        spent = time.perf_counter() > deadline
+        return spent
+
+    driver.set_progress_handler(over_budget, INLINE_CHECK_EVERY)
+    try:
+        return _run(connection, operation, parameters, many=False)
+    except sqlite3.OperationalError:
+        if spent:
+            return None
+        raise
+    finally:
+        driver.set_progress_handler(None, 0)
+
+
+def _is_select(operation: Any) -> bool:
+    return isinstance(operation, str) and operation[:6].upper() == "SELECT"
+
+
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A client-side cursor whose every statement is one trip to aiosqlite's thread (module docstring)."""
+    """A client-side cursor: a write is one trip to aiosqlite's thread, a read none (module docstring)."""
 
     __slots__ = ("_arraysize", "_begin_first", "_description", "_lastrowid", "_rowcount")
 
@@ -144,6 +186,12 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _statement(self, operation: Any, parameters: Any, *, many: bool) -> None:
         waited, self._begin_first = self._begin_first, None
         begin = waited is not None
+        if not begin and not many and _is_select(operation) and not self._adapt_connection._execute_mutex.locked():
+            inline = _run_inline(cast("aiosqlite.Connection", self._connection), operation, parameters)
+            if inline is not None:
+                self._description, self._rowcount, self._lastrowid, rows = inline
+                self._rows = collections.deque(rows)
+                return
         started = time.monotonic() if begin else 0.0
         try:
             async with self._adapt_connection._execute_mutex:
@@ -195,5 +243,8 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
         super().__init__(aiosqlite, sqlite3)
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        # Reads run on the loop's thread, everything else on aiosqlite's: never both at once (a
+        # connection serves one statement at a time; a read that finds the mutex held takes the thread's path).
+        kw["check_same_thread"] = False
         adapted = super().connect(*arg, **kw)
         return OneTripConnection(self, adapted._connection)
