@@ -18,6 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import given
+from hypothesis import strategies as st
 from joserfc import jwk, jws
 from joserfc.errors import SecurityWarning
 from redis.asyncio import Redis
@@ -32,6 +35,7 @@ from brokerlink.security.dpop import (
     NonceProvider,
     UseDpopNonce,
     _KeyCache,
+    _p256_der,
     access_token_hash,
     normalize_htu,
     parse_authorization,
@@ -568,6 +572,11 @@ def test_dpop_authorization_dpop_scheme_with_one_proof() -> None:
 def test_dpop_authorization_reads_raw_asgi_headers_case_insensitively() -> None:
     headers = [(b"authorization", f"dpop {TOKEN}".encode()), (b"dpop", b"h.p.s"), (b"host", b"x")]
     assert parse_authorization(headers, query_string=b"page=2") == Authorization("DPoP", TOKEN, "h.p.s")
+    # Bytes names not in lower case (not ASGI's, but a caller may pass them) are still read.
+    upper = [(b"Authorization", f"DPoP {TOKEN}".encode()), (b"DPoP", b"h.p.s"), (b"X-1", b"y")]
+    assert parse_authorization(upper) == Authorization("DPoP", TOKEN, "h.p.s")
+    with pytest.raises(InvalidDpopProof, match="more than one DPoP header"):
+        parse_authorization([*headers, (b"DPOP", b"h.p.s")])
 
 
 def test_dpop_authorization_bearer_for_an_unbound_token() -> None:
@@ -698,3 +707,21 @@ async def test_dpop_precomputed_ath_is_checked_like_the_token(verify: Callable[.
     ath = access_token_hash(token)
     await verify(proof(ec_key, ath=ath), access_token_ath=ath)
     await refused(verify, proof(ec_key, ath=ath), "ath does not match", access_token_ath=access_token_hash("other"))
+
+
+@given(st.binary(min_size=64, max_size=64))
+def test_dpop_es256_signatures_become_the_der_that_cryptography_builds(signature: bytes) -> None:
+    """R || S to DER by hand (no Python ints) equals ``encode_dss_signature``: leading zero bytes,
+    a set top bit (a 0x00 put in front) and an all-zero half included."""
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    assert _p256_der(signature) == encode_dss_signature(r, s)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [bytes(64), b"\xff" * 64, bytes(31) + b"\x80" + bytes(31) + b"\x01", b"\x00\x80" + bytes(30) + b"\x7f" * 32],
+    ids=["zeros", "top-bits", "one-byte-halves", "leading-zero-then-top-bit"],
+)
+def test_dpop_der_edges(signature: bytes) -> None:
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    assert _p256_der(signature) == encode_dss_signature(r, s)

@@ -23,6 +23,7 @@ accounts) stay in the handlers, next to the query that finds the object.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -86,6 +87,7 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
+@lru_cache(maxsize=1024)  # pure; route templates are few (an unmatched path is its own key, hence the bound)
 def is_first_party_path(path: str) -> bool:
     """Whether the route template ``path`` is first-party by its place."""
     return any(_under(path, prefix) for prefix in FIRST_PARTY_PREFIXES)

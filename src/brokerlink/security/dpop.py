@@ -52,7 +52,6 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jwk
 from joserfc.errors import JoseError
 from joserfc.util import urlsafe_b64decode
@@ -320,6 +319,22 @@ _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 _PSS_SHA256 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)  # RFC 7518 3.5: salt = hash size
 
 
+def _der_integer(value: bytes) -> bytes:
+    """One unsigned big-endian integer as a DER INTEGER: leading zero bytes dropped, one put back
+    when the top bit is set (the value is positive); at most 33 bytes of content, so a short length."""
+    value = value.lstrip(b"\x00") or b"\x00"
+    if value[0] & 0x80:
+        value = b"\x00" + value
+    return b"\x02" + bytes((len(value),)) + value
+
+
+def _p256_der(signature: bytes) -> bytes:
+    """A JWS ES256 signature (R || S, 32 bytes each) as the DER ``ECDSA-Sig-Value`` ``cryptography``
+    verifies: what ``encode_dss_signature`` builds, without going through two Python ints."""
+    body = _der_integer(signature[:32]) + _der_integer(signature[32:])
+    return b"\x30" + bytes((len(body),)) + body
+
+
 class _Verifier(NamedTuple):
     """A header that passed steps 1 and 2, ready to check signatures: its key's thumbprint and how to verify."""
 
@@ -337,8 +352,7 @@ def _verifier(alg: str, key: jwk.Key, jkt: str) -> _Verifier:
         def verify_es256(signature: bytes, message: bytes) -> None:
             if len(signature) != 64:  # JWS carries R || S, 32 bytes each for P-256 (RFC 7518 3.4)
                 raise InvalidSignature
-            der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
-            ec_key.verify(der, message, _ECDSA_SHA256)
+            ec_key.verify(_p256_der(signature), message, _ECDSA_SHA256)
 
         return _Verifier(jkt, verify_es256)
     if alg == "PS256" and isinstance(public, rsa.RSAPublicKey):
@@ -452,7 +466,7 @@ def _check_iat(claims: _Claims, *, now: datetime, max_age_s: int, leeway_s: int)
     if not math.isfinite(claims.iat):
         raise InvalidDpopProof("iat is not a number")
     iat = math.floor(claims.iat)
-    now_s = (now - _EPOCH) // timedelta(seconds=1)
+    now_s = math.floor(now.timestamp())  # whole seconds since the epoch (``now`` is aware)
     if iat < now_s - max_age_s:
         raise InvalidDpopProof("iat is too old")
     if iat > now_s + leeway_s:
@@ -576,8 +590,14 @@ def parse_authorization(
     authorizations: list[str] = []
     proofs: list[str] = []
     for raw_name, raw_value in headers:
-        # ASGI names are lower-case bytes already; a multi-dict's may be str in any case.
-        name = raw_name if raw_name in _WANTED_HEADERS else _text(raw_name).lower()
+        # ASGI names are lower-case bytes already (any other bytes name is not one of ours); a
+        # multi-dict's may be str in any case.
+        if raw_name in _WANTED_HEADERS:
+            name = raw_name
+        elif isinstance(raw_name, bytes) and raw_name.islower():
+            continue
+        else:
+            name = _text(raw_name).lower()
         if name in _AUTHORIZATION:
             authorizations.append(_text(raw_value).strip())
         elif name in _DPOP:

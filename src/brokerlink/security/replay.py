@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Protocol, runtime_checkable
 
 from redis.asyncio import Redis
@@ -41,6 +42,7 @@ DEFAULT_MAX_ENTRIES = 100_000
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
+@lru_cache(maxsize=256)  # pure; callers use a handful of (namespace, ttl) pairs, on every request
 def _check(namespace: str, ttl: timedelta) -> int:
     """Validate the arguments every implementation takes; the ttl in whole milliseconds (at least 1)."""
     if not _NAMESPACE.match(namespace):

@@ -293,10 +293,9 @@ class ResourceServer:
 
     async def lookup(self, session: AsyncSession, token: str) -> TokenLookup | None:
         """The token's grant from the cache, else from the database (and cached when in force)."""
-        return await self._lookup(session, token_hash(token))
+        return await self._lookup(session, token_hash(token), self.clock.now())
 
-    async def _lookup(self, session: AsyncSession, digest: str) -> TokenLookup | None:
-        now = self.clock.now()
+    async def _lookup(self, session: AsyncSession, digest: str, now: datetime) -> TokenLookup | None:
         cached = self.cache.get(digest, now)
         if cached is not None:
             return TokenLookup(grant=cached, token_active=True, consent_active=True)
@@ -317,9 +316,10 @@ class ResourceServer:
     ) -> Authenticated:
         """Check the request's token and proof; the principal, or a 401 (``DpopError``) or 403."""
         authorization = parse_authorization(headers, query_string=query_string, bound=True)
+        now = self.clock.now()
         # One SHA-256 of the token serves both its stored form (hex) and the proof's ``ath`` (base64url).
         sha256 = hashlib.sha256(authorization.token.encode()).digest()
-        found = await self._lookup(session, sha256.hex())
+        found = await self._lookup(session, sha256.hex(), now)
         if found is None:
             raise InvalidToken("the access token is not known")
         grant = found.grant
@@ -331,7 +331,7 @@ class ResourceServer:
             authorization.proof,
             method=method,
             url=self.url_for(path),
-            now=self.clock.now(),
+            now=now,
             replay=self.replay,
             access_token_ath=base64.urlsafe_b64encode(sha256).rstrip(b"=").decode("ascii"),
             expected_jkt=grant.jkt,
