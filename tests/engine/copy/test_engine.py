@@ -15,12 +15,20 @@ import msgspec
 import pytest
 
 from brokerlink.bus.memory import MemoryEventBus
-from brokerlink.domain.copy import CopyEventKind, IntentStatus, Strategy, StrategyVisibility, SubscriptionStatus
+from brokerlink.domain.copy import (
+    CopyEventKind,
+    IntentAction,
+    IntentStatus,
+    Strategy,
+    StrategyVisibility,
+    SubscriptionStatus,
+)
 from brokerlink.domain.enums import Side
 from brokerlink.domain.models import Account
 from brokerlink.engine.copy.manage import create_strategy, set_status, subscribe
 from brokerlink.engine.copy.service import CopyEngine
 from brokerlink.engine.copy.settings import CopySettings, Direction, OnSubscribe, SizingMode
+from brokerlink.engine.links import service as links_service
 from brokerlink.engine.links.orders import OrderTicket, place_order
 from brokerlink.engine.links.service import BrokerLinks
 from brokerlink.kit.clock import SystemClock
@@ -299,6 +307,46 @@ async def test_positions_open_before_the_subscription_follow_the_on_subscribe_po
             return await _position(database, followers[0][0].id) == 0
 
         await eventually(closed, "the copied position to close with the provider's")
+    finally:
+        await world.engine.stop()
+
+
+async def test_a_subscription_right_after_a_fill_joins_at_the_entry_the_fill_made(
+    make_links: LinksFactory,
+    database: Database,
+    bus: MemoryEventBus,
+    venue: SimHarness,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A follower subscribes (``market``, and no quote to size with) the moment the provider's order
+    has filled: the position's re-read from the venue, which stores its entry price, is still
+    pending. The join waits for it instead of finding no entry and skipping for want of a price."""
+    # The re-read waits half a second after the fill here (50 ms in production), so the join below
+    # surely comes before it, however slow the machine.
+    monkeypatch.setattr(links_service, "HOLDINGS_COALESCE_S", 0.5)
+    world = await _world(make_links, database, bus, venue)  # no followers yet
+    try:
+        follower = await _link(world.links, database, venue, "quick@example.com", 1)  # linked before the fill
+        strategy = await _only_strategy(database)
+        await _trade(world, Side.BUY, "0.30")
+        assert await _position(database, world.provider.id) == 0  # the re-read after the fill has not run yet
+        async with database.session() as session:
+            sub = await subscribe(
+                session, follower_user_id=follower.user_id, strategy_id=strategy.id, account_id=follower.id,
+                settings=CopySettings(sizing=SizingMode.MULTIPLIER, on_subscribe=OnSubscribe.MARKET),
+                now=SystemClock().now(),
+            )  # fmt: skip
+            await session.commit()
+        intents = await world.engine.copy_open_positions(sub.id)
+        async with database.session() as session:
+            skipped = await CopyEventRepository(session).count_by_reason(sub.id)
+        assert skipped == {}
+        assert [(i.action, i.qty) for i in intents] == [(IntentAction.OPEN, Decimal("0.30"))]
+
+        async def copied() -> bool:
+            return await _position(database, follower.id) == Decimal("0.30")
+
+        await eventually(copied, "the joined copy to fill")
     finally:
         await world.engine.stop()
 

@@ -112,3 +112,39 @@ async def test_reads_one_after_another_still_flatten_what_the_venue_no_longer_ho
 
     await sync_holdings(database, live, clock=clock, apply=apply)
     assert await _held(database, account.id) == 0
+
+
+async def test_holdings_settled_waits_for_a_pending_reread_and_never_cancels_it(
+    make_links: LinksFactory, venue: SimHarness, user_id: str
+) -> None:
+    """``BrokerLinks.holdings_settled``: at once with no re-read pending; else until it is done, or
+    until the timeout, leaving a re-read that outlasts it running."""
+    links = make_links()
+    try:
+        account = await links.link(user_id, new_link(venue))
+        live = links.live(account.id)
+        await live.stop_refresh()
+        await links.holdings_settled(account.id)  # nothing pending
+        release = asyncio.Event()
+
+        async def reread() -> None:
+            await release.wait()
+
+        live.refresh = asyncio.create_task(reread())
+        waiting = asyncio.create_task(links.holdings_settled(account.id))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not waiting.done()  # waits while the re-read is pending
+        release.set()
+        await waiting
+        assert live.refresh.done()
+
+        release.clear()
+        live.refresh = asyncio.create_task(reread())
+        await links.holdings_settled(account.id, timeout_s=0.01)  # gives up waiting...
+        assert not live.refresh.done()  # ...and the re-read goes on
+        release.set()
+        await live.refresh
+        await links.holdings_settled("acc_not_live")  # an account not connected here: nothing to wait for
+    finally:
+        await links.stop()

@@ -798,11 +798,18 @@ class CopyEngine:
         Under the strategy's lock, the strategy's stored fills are consumed first: the provider's
         position the policy applies to then holds every fill recorded so far, and no fill is
         consumed between reading that position and linking the copies (which would copy it twice).
+        Before the lock, a pending re-read of the provider's holdings is awaited: the entry price
+        comes from the stored position, which a fill of the last few milliseconds has not moved yet.
         """
         async with self.database.session() as session:
             subscription = await SubscriptionRepository(session).get_by_id(subscription_id)
+            strategy = (
+                None if subscription is None else await StrategyRepository(session).get_by_id(subscription.strategy_id)
+            )
         if subscription is None:
             return []
+        if strategy is not None:
+            await self.links.holdings_settled(strategy.account_id)
         lock = self._strategy_locks.setdefault(subscription.strategy_id, asyncio.Lock())
         async with lock:
             self.dispatch(await self._scan_strategy(subscription.strategy_id))

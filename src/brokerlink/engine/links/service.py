@@ -69,6 +69,8 @@ _log = get_logger("brokerlink.engine.links")
 CREDENTIALS_PURPOSE = "broker_credentials"
 HOLDINGS_COALESCE_S = 0.05
 """Fills within this window share one re-read of positions and balance."""
+HOLDINGS_SETTLE_S = 2.0
+"""How long :meth:`BrokerLinks.holdings_settled` waits for a pending re-read of an account's holdings."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 CREDENTIAL_CHECK_S = 5.0
 """How long the read-only credential check during a reconnect may take before it counts as an outage."""
@@ -204,6 +206,20 @@ class BrokerLinks:
         """Whether the account's adapter is connected in this process."""
         live = self._live.get(account_id)
         return live is not None and live.state is ConnectionState.CONNECTED
+
+    async def holdings_settled(self, account_id: str, *, timeout_s: float = HOLDINGS_SETTLE_S) -> None:
+        """Wait (at most ``timeout_s``) for a pending re-read of the account's positions and balance.
+
+        Fills are stored as they arrive; the positions they move are stored by the re-read that follows
+        each burst (:meth:`_refresh_holdings`), tens of milliseconds later. A reader that needs the
+        position a fill made (its entry price) waits here first. Returns at once when no re-read is
+        pending; a re-read that fails or outlasts the wait is the reader's to live with."""
+        live = self._live.get(account_id)
+        refresh = None if live is None else live.refresh
+        if refresh is None or refresh.done():
+            return
+        # ``wait`` neither cancels the re-read at the timeout nor raises what the re-read raised.
+        await asyncio.wait({refresh}, timeout=timeout_s)
 
     def live_accounts(self) -> list[LiveAccount]:
         """Every account with an adapter in this process, connected or reconnecting (the stream's market
