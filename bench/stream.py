@@ -141,6 +141,9 @@ async def _hub_server(port: int, server_name: str) -> None:
         rate_limit_user="100000/second",
         rate_limit_ip="100000/second",
         resource_origin=f"http://127.0.0.1:{port}",
+        # As `brokerlink serve` runs (ADR 0038). Without it the hub's first full collection walked
+        # everything start-up built, ~50 ms on the loop in the first run: hub_100's p99 41-52 ms.
+        gc_freeze=True,
     )
     app = create_app(settings, configure_logs=False)
     task, stop = await _serve(app, port, server_name)
@@ -475,8 +478,7 @@ def _run(
         "receive",
         "--host",
         f"127.0.0.1:{port}",
-        "--cookie",
-        cookie,
+        f"--cookie={cookie}",  # one argument: a session token may begin with "-", which argparse takes for an option
         "--clients",
         str(clients),
         "--expect",
