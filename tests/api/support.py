@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 from brokerlink.domain.enums import AccountMode, Role
 from brokerlink.domain.models import Account
 from brokerlink.kit.ids import new_id
+from brokerlink.ledger.poster import LedgerPoster
+from brokerlink.ledger.postings import opening_key
 from brokerlink.security.totp import TOTP_SECRET_PURPOSE
 from brokerlink.store.db import Database
 from brokerlink.store.models import (
@@ -29,6 +31,7 @@ from brokerlink.store.models import (
 )
 from brokerlink.store.repositories.accounts import AccountRepository
 from brokerlink.store.repositories.connections import ConnectionRepository
+from brokerlink.store.repositories.ledger import LedgerRepository
 from brokerlink.store.repositories.users import UserRepository
 
 C = TypeVar("C", bound=httpx.AsyncClient)
@@ -131,6 +134,28 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, *, att
             return result
         await asyncio.sleep(0.05)
     raise AssertionError(f"gave up waiting for {what}")
+
+
+async def opening_booked(app: Litestar, account_id: str) -> None:
+    """Wait until the ledger has booked a newly linked account's opening balance (every currency the
+    broker reported), nudging the poster rather than waiting for its sweep.
+
+    The poster books it in the background after a link, so a test that compares two snapshots of the
+    store around a refused request must take its first one after this, or the booking may land
+    between them and look like a write the refused request made.
+    """
+    database: Database = app.state.db
+    poster: LedgerPoster = app.state.ledger_poster
+
+    async def booked() -> bool | None:
+        await poster.run_once()
+        async with database.session() as s:
+            currencies = (await s.scalars(select(BalanceRow.currency).where(BalanceRow.account_id == account_id))).all()
+            keys = [opening_key(account_id, c) for c in currencies]
+            posted = await LedgerRepository(s).entries_by_key(keys)
+        return (bool(keys) and len(posted) == len(keys)) or None
+
+    await eventually(booked, f"the ledger to book {account_id}'s opening balance")
 
 
 def numbers_in(value: object, path: str = "$") -> list[str]:

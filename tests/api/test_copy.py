@@ -26,7 +26,15 @@ from brokerlink.security.principal import Principal
 from brokerlink.store.db import Database
 from brokerlink.store.models import StrategyRow, SubscriptionRow
 from brokerlink.store.repositories.subscriptions import SubscriptionRepository
-from tests.api.support import ClientFactory, assert_problem, eventually, link_via_api, numbers_in, snapshot
+from tests.api.support import (
+    ClientFactory,
+    assert_problem,
+    eventually,
+    link_via_api,
+    numbers_in,
+    opening_booked,
+    snapshot,
+)
 from tests.contract.harness import SimHarness
 
 EURUSD = "EUR/USD"
@@ -48,14 +56,16 @@ def app(venue: SimHarness, app: Litestar) -> Litestar:
 
 
 @pytest.fixture
-async def bob_account(bob: httpx.AsyncClient, venue: SimHarness) -> str:
+async def bob_account(app: Litestar, bob: httpx.AsyncClient, venue: SimHarness) -> str:
     account: str = (await link_via_api(bob, venue.base_url, 2))["account"]["id"]
+    await opening_booked(app, account)
     return account
 
 
 @pytest.fixture
-async def alice_account(alice: httpx.AsyncClient, venue: SimHarness) -> str:
+async def alice_account(app: Litestar, alice: httpx.AsyncClient, venue: SimHarness) -> str:
     account: str = (await link_via_api(alice, venue.base_url, 1))["account"]["id"]
+    await opening_booked(app, account)
     return account
 
 
@@ -551,6 +561,7 @@ async def test_another_user_gets_404_everywhere_and_changes_nothing(  # noqa: PL
 
     # Subscribing to a private strategy, or with someone else's account, is as if neither existed.
     carol_account = (await link_via_api(carol, venue.base_url, 3))["account"]["id"]
+    await opening_booked(app, carol_account)
     before = (await snapshot(app), await copy_rows(app))
     assert_problem(await subscribe(carol, private["id"], carol_account), 404, "not_found")
     assert_problem(await subscribe(carol, strategy["id"], alice_account), 404, "not_found")

@@ -23,6 +23,7 @@ from tests.api.support import (
     eventually,
     link_via_api,
     numbers_in,
+    opening_booked,
     snapshot,
 )
 from tests.contract.harness import SimHarness
@@ -35,10 +36,11 @@ def app(venue: SimHarness, app: Litestar) -> Litestar:
 
 
 @pytest.fixture
-async def account_id(alice: httpx.AsyncClient, venue: SimHarness) -> str:
-    """Alice's account at the venue (``SIM-CONF-1``), linked through the API."""
+async def account_id(app: Litestar, alice: httpx.AsyncClient, venue: SimHarness) -> str:
+    """Alice's account at the venue (``SIM-CONF-1``), linked through the API, its opening balance booked."""
     linked = await link_via_api(alice, venue.base_url, 1)
     account: str = linked["account"]["id"]
+    await opening_booked(app, account)
     return account
 
 

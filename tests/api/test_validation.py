@@ -44,6 +44,7 @@ from tests.api.support import (
     link_account,
     link_body,
     link_via_api,
+    opening_booked,
     snapshot,
 )
 from tests.api.test_copy import copy_rows
@@ -290,9 +291,12 @@ def app(venue: SimHarness, app: Litestar) -> Litestar:
 
 
 @pytest.fixture
-async def linked(alice: httpx.AsyncClient, venue: SimHarness) -> dict[str, Any]:
-    """Alice's account at the venue (``SIM-CONF``), linked through ``POST /v1/connections``."""
-    return await link_via_api(alice, venue.base_url, label="Main")
+async def linked(app: Litestar, alice: httpx.AsyncClient, venue: SimHarness) -> dict[str, Any]:
+    """Alice's account at the venue (``SIM-CONF``), linked through ``POST /v1/connections``, its
+    opening balance booked (so the booking cannot land between a test's two snapshots)."""
+    body = await link_via_api(alice, venue.base_url, label="Main")
+    await opening_booked(app, body["account"]["id"])
+    return body
 
 
 @pytest.fixture
@@ -478,8 +482,7 @@ async def copy_ids(app: Litestar, alice: httpx.AsyncClient, linked: dict[str, An
 
 @pytest.fixture
 async def resting_order_id(app: Litestar, alice: httpx.AsyncClient, account_id: str) -> str:
-    """An open order of Alice's, acknowledged by the venue (and the ledger's background booking of the
-    account's opening balance done, so that it cannot land between a test's two snapshots)."""
+    """An open order of Alice's, acknowledged by the venue."""
     placed = await alice.post(f"/v1/accounts/{account_id}/orders", json=RESTING_ORDER)
     assert placed.status_code == 201, placed.text
     order_id: str = placed.json()["id"]
@@ -488,11 +491,6 @@ async def resting_order_id(app: Litestar, alice: httpx.AsyncClient, account_id: 
         return (await alice.get(f"/v1/orders/{order_id}")).json()["status"] == "new" or None
 
     await eventually(acknowledged, "the venue to acknowledge the order")
-
-    async def booked() -> bool | None:
-        return (await snapshot(app))[0]["journal_entries"] > 0 or None
-
-    await eventually(booked, "the ledger to book the linked account's opening balance")
     return order_id
 
 
