@@ -15,7 +15,7 @@ from brokerlink.domain.enums import AccountMode, Role
 from brokerlink.domain.models import Account
 from brokerlink.kit.ids import new_id
 from brokerlink.ledger.poster import LedgerPoster
-from brokerlink.ledger.postings import opening_key
+from brokerlink.ledger.postings import fill_key, opening_key
 from brokerlink.security.totp import TOTP_SECRET_PURPOSE
 from brokerlink.store.db import Database
 from brokerlink.store.models import (
@@ -136,13 +136,13 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, *, att
     raise AssertionError(f"gave up waiting for {what}")
 
 
-async def opening_booked(app: Litestar, account_id: str) -> None:
-    """Wait until the ledger has booked a newly linked account's opening balance (every currency the
-    broker reported), nudging the poster rather than waiting for its sweep.
+async def ledger_caught_up(app: Litestar, account_id: str) -> None:
+    """Wait until the ledger has booked a linked account's opening balance (every currency the broker
+    reported) and every fill stored for it, nudging the poster rather than waiting for its sweep.
 
-    The poster books it in the background after a link, so a test that compares two snapshots of the
-    store around a refused request must take its first one after this, or the booking may land
-    between them and look like a write the refused request made.
+    The poster books them in the background, so a test that compares two snapshots of the store
+    around a refused request takes its first one after this, or a booking may land between them and
+    look like a write the refused request made.
     """
     database: Database = app.state.db
     poster: LedgerPoster = app.state.ledger_poster
@@ -151,11 +151,12 @@ async def opening_booked(app: Litestar, account_id: str) -> None:
         await poster.run_once()
         async with database.session() as s:
             currencies = (await s.scalars(select(BalanceRow.currency).where(BalanceRow.account_id == account_id))).all()
-            keys = [opening_key(account_id, c) for c in currencies]
+            fills = (await s.scalars(select(FillRow.id).where(FillRow.account_id == account_id))).all()
+            keys = [opening_key(account_id, c) for c in currencies] + [fill_key(f) for f in fills]
             posted = await LedgerRepository(s).entries_by_key(keys)
-        return (bool(keys) and len(posted) == len(keys)) or None
+        return (bool(currencies) and len(posted) == len(keys)) or None
 
-    await eventually(booked, f"the ledger to book {account_id}'s opening balance")
+    await eventually(booked, f"the ledger to book {account_id}'s opening balance and fills")
 
 
 def numbers_in(value: object, path: str = "$") -> list[str]:

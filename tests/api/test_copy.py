@@ -30,9 +30,9 @@ from tests.api.support import (
     ClientFactory,
     assert_problem,
     eventually,
+    ledger_caught_up,
     link_via_api,
     numbers_in,
-    opening_booked,
     snapshot,
 )
 from tests.contract.harness import SimHarness
@@ -58,14 +58,14 @@ def app(venue: SimHarness, app: Litestar) -> Litestar:
 @pytest.fixture
 async def bob_account(app: Litestar, bob: httpx.AsyncClient, venue: SimHarness) -> str:
     account: str = (await link_via_api(bob, venue.base_url, 2))["account"]["id"]
-    await opening_booked(app, account)
+    await ledger_caught_up(app, account)
     return account
 
 
 @pytest.fixture
 async def alice_account(app: Litestar, alice: httpx.AsyncClient, venue: SimHarness) -> str:
     account: str = (await link_via_api(alice, venue.base_url, 1))["account"]["id"]
-    await opening_booked(app, account)
+    await ledger_caught_up(app, account)
     return account
 
 
@@ -561,7 +561,7 @@ async def test_another_user_gets_404_everywhere_and_changes_nothing(  # noqa: PL
 
     # Subscribing to a private strategy, or with someone else's account, is as if neither existed.
     carol_account = (await link_via_api(carol, venue.base_url, 3))["account"]["id"]
-    await opening_booked(app, carol_account)
+    await ledger_caught_up(app, carol_account)
     before = (await snapshot(app), await copy_rows(app))
     assert_problem(await subscribe(carol, private["id"], carol_account), 404, "not_found")
     assert_problem(await subscribe(carol, strategy["id"], alice_account), 404, "not_found")

@@ -23,6 +23,7 @@ from tests.api.support import (
     RESTING_ORDER,
     assert_problem,
     eventually,
+    ledger_caught_up,
     link_body,
     link_via_api,
     snapshot,
@@ -120,7 +121,8 @@ async def test_a_base_url_that_is_not_http_is_refused_by_the_schema(app: Litesta
 async def test_a_label_or_a_venue_account_linked_twice_is_a_409(
     app: Litestar, alice: httpx.AsyncClient, venue: SimHarness
 ) -> None:
-    await link_via_api(alice, venue.base_url, 1, label="Sim FX")
+    linked = await link_via_api(alice, venue.base_url, 1, label="Sim FX")
+    await ledger_caught_up(app, linked["account"]["id"])
     before = await snapshot(app)
     same_label = await alice.post("/v1/connections", json=link_body(venue.base_url, 2, label="Sim FX"))
     problem = assert_problem(same_label, 409, "conflict")
@@ -299,6 +301,7 @@ async def test_unlinking_an_account_with_history_revokes_it_and_stops_its_orders
     assert [o["id"] for o in orders] == [placed.json()["id"]]
     assert (await table_counts(app))["vault_secrets"] == 0
 
+    await ledger_caught_up(app, account_id)
     before = await snapshot(app)
     refused = await alice.post(f"/v1/accounts/{account_id}/orders", json=MARKET_ORDER)
     assert_problem(refused, 409, "conflict")  # not "try again": retrying can never help
@@ -324,10 +327,7 @@ async def test_another_users_link_cannot_be_seen_unlinked_or_traded_through(
 
     await eventually(acknowledged, "the venue to acknowledge Alice's order")
 
-    async def booked() -> bool | None:  # the ledger books the linked account's opening balance in the background
-        return (await snapshot(app))[0]["journal_entries"] > 0 or None
-
-    await eventually(booked, "the ledger to book the linked account's opening balance")
+    await ledger_caught_up(app, account_id)
     before = await snapshot(app)
     assert (await bob.get("/v1/connections")).json()["data"] == []
     assert (await bob.get("/v1/accounts")).json()["data"] == []

@@ -21,9 +21,9 @@ from tests.api.support import (
     ClientFactory,
     assert_problem,
     eventually,
+    ledger_caught_up,
     link_via_api,
     numbers_in,
-    opening_booked,
     snapshot,
 )
 from tests.contract.harness import SimHarness
@@ -40,7 +40,7 @@ async def account_id(app: Litestar, alice: httpx.AsyncClient, venue: SimHarness)
     """Alice's account at the venue (``SIM-CONF-1``), linked through the API, its opening balance booked."""
     linked = await link_via_api(alice, venue.base_url, 1)
     account: str = linked["account"]["id"]
-    await opening_booked(app, account)
+    await ledger_caught_up(app, account)
     return account
 
 

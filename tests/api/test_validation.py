@@ -41,10 +41,10 @@ from tests.api.support import (
     PASSWORD,
     RESTING_ORDER,
     eventually,
+    ledger_caught_up,
     link_account,
     link_body,
     link_via_api,
-    opening_booked,
     snapshot,
 )
 from tests.api.test_copy import copy_rows
@@ -295,7 +295,7 @@ async def linked(app: Litestar, alice: httpx.AsyncClient, venue: SimHarness) -> 
     """Alice's account at the venue (``SIM-CONF``), linked through ``POST /v1/connections``, its
     opening balance booked (so the booking cannot land between a test's two snapshots)."""
     body = await link_via_api(alice, venue.base_url, label="Main")
-    await opening_booked(app, body["account"]["id"])
+    await ledger_caught_up(app, body["account"]["id"])
     return body
 
 
