@@ -78,7 +78,7 @@ async def _request(app: Any, path: str, headers: dict[str, str]) -> None:
 
 
 async def run(rounds: int, block: int) -> dict[str, Any]:
-    async with seeded_apps() as (on, off, key, order_id, token):
+    async with seeded_apps() as (on, off, key, order_id, token, _):
         orders = f"/v1/orders/{order_id}"
         targets = {"bare": (bare_app, "/"), "healthz": (on, "/healthz"), "off": (off, orders), "on": (on, orders)}
         cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
