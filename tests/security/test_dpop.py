@@ -34,6 +34,7 @@ from brokerlink.security.dpop import (
     InvalidToken,
     NonceProvider,
     UseDpopNonce,
+    _b64decode,
     _KeyCache,
     _p256_der,
     access_token_hash,
@@ -725,3 +726,17 @@ def test_dpop_es256_signatures_become_the_der_that_cryptography_builds(signature
 def test_dpop_der_edges(signature: bytes) -> None:
     r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
     assert _p256_der(signature) == encode_dss_signature(r, s)
+
+
+@given(st.binary(max_size=300))
+def test_dpop_base64url_segments_decode_as_the_standard_library_does(data: bytes) -> None:
+    """The hand-mapped decoder gives what ``base64.urlsafe_b64decode`` gives, for every length."""
+    segment = base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    assert _b64decode(segment, "claims") == data == base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+@pytest.mark.parametrize("segment", ["A", "abcde", "ab+c", "ab/c", "ab=c", "abc=", "ab c"])
+def test_dpop_segments_off_the_base64url_alphabet_or_length_are_refused(segment: str) -> None:
+    """Standard base64's ``+``, ``/`` and padding are not base64url; a length of 4n+1 encodes nothing."""
+    with pytest.raises(InvalidDpopProof, match="proof claims is not base64url"):
+        _b64decode(segment, "claims")
