@@ -155,6 +155,22 @@ def test_a_partial_close_takes_its_share_of_the_cost_basis() -> None:
     assert apply_fill(held, sell("2", "2")).position.realized_pnl == Decimal(1)  # flat again: the exact flows
 
 
+def test_flat_again_after_a_rounded_share_leaves_no_residue_digits() -> None:
+    """Found by hypothesis (CI, 2026-11-22): the value was exact once flat, but it kept the rounded
+    share's exponent, 0.00002 as 0.0000200... with 44 decimals, into the API and the store."""
+    held = run_holding(sell("0.01", "0.001"), sell("0.02", "0.002"), buy("0.01", "0.001"))
+    assert held.position.realized_pnl == Decimal("0.00000" + "6" * 38 + "7")  # 0.00002 - 0.00005 / 3, rounded
+    flat = apply_fill(held, buy("0.02", "0.001")).position
+    assert (flat.qty, str(flat.realized_pnl)) == (0, "0.00002")
+    flipped = apply_fill(held, buy("0.03", "0.001")).position  # closes the whole basis too, then opens
+    assert (flipped.qty, str(flipped.realized_pnl)) == (Decimal("0.01"), "0.00002")
+
+
+def test_trailing_zeros_of_a_realized_pnl_with_few_decimals_are_its_own() -> None:
+    assert str(run(buy("1", "1.25"), sell("1", "2.75")).realized_pnl) == "1.50"
+    assert str(run(buy("100", "1.00"), sell("100", "2.00")).realized_pnl) == "100.00"
+
+
 def test_a_half_cent_tie_stays_exact() -> None:
     # The sim-account regression: the average 5561.14 / 60 does not terminate; the realized P&L of 45 closed must.
     held = run_holding(buy("14", "101.51"), buy("46", "90.00"))
