@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from brokerlink.domain.enums import Side
 from brokerlink.domain.models import Fill, Position
-from brokerlink.domain.positions import Holding, apply_fill, fees_by_currency, mark
+from brokerlink.domain.positions import Holding, _own_scale, apply_fill, fees_by_currency, mark
 from brokerlink.kit.errors import InvalidInput
 
 TS = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -166,6 +166,23 @@ def test_flat_again_after_a_rounded_share_leaves_no_residue_digits() -> None:
     assert (flipped.qty, str(flipped.realized_pnl)) == (Decimal("0.01"), "0.00002")
 
 
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("0.00002" + "0" * 39, "0.00002"),
+        ("100." + "0" * 25, "100"),  # not 1E+2
+        ("-123.45" + "0" * 20, "-123.45"),
+        ("0E-44", "0"),
+        ("0.000000004901123046875" + "0" * 3, "0.000000004901123046875"),  # needs its 21 decimals, not the zeros
+        ("1.50", "1.50"),  # 20 decimals or fewer: its own scale
+        ("0." + "0" * 19 + "1", "0." + "0" * 19 + "1"),
+    ],
+)
+def test_own_scale_drops_only_trailing_zeros_past_1e_minus_20(value: str, kept: str) -> None:
+    assert format(_own_scale(Decimal(value)), "f") == kept  # fixed-point, as the API and the store write it
+    assert _own_scale(Decimal(value)) == Decimal(value)
+
+
 def test_trailing_zeros_of_a_realized_pnl_with_few_decimals_are_its_own() -> None:
     assert str(run(buy("1", "1.25"), sell("1", "2.75")).realized_pnl) == "1.50"
     assert str(run(buy("100", "1.00"), sell("100", "2.00")).realized_pnl) == "100.00"
@@ -261,7 +278,8 @@ def test_realized_pnl_is_the_exact_flow_of_the_closed_quantity(
 ) -> None:
     # Reference: average cost in exact rationals. Opening realizes exactly nothing; realized P&L is exactly the
     # reference whenever every closed share so far had a finite decimal value, equal to it once flat again, and
-    # never more than a 40-digit rounding away from it in between. No residue below 1E-20 ever appears otherwise.
+    # never more than a 40-digit rounding away from it in between. Digits past 1E-20 appear only when the value
+    # needs them (a terminating share at a contract size of 0.001 can), never as trailing zeros.
     held, qty, cost, realized, rounded = FLAT, Fraction(0), Fraction(0), Fraction(0), False
     cs = Fraction(contract_size)
     for side, q, p in fills:
@@ -279,11 +297,12 @@ def test_realized_pnl_is_the_exact_flow_of_the_closed_quantity(
             cost = cost - share if closed < abs(qty) else (qty + signed) * price
         qty += signed
         got = Fraction(held.position.realized_pnl)
+        _, digits, exponent = held.position.realized_pnl.as_tuple()
+        assert int(exponent) >= -20 or digits[-1] != 0  # no trailing zeros past 1E-20, rounded or not
         if rounded:
             assert abs(got - realized) <= abs(realized + cost * cs) * Fraction(1, 10**35) + Fraction(1, 10**30)
         else:
             assert got == realized
-            assert int(held.position.realized_pnl.as_tuple().exponent) >= -20  # no residue digits
             assert Fraction(held.cost_basis) == cost
         if qty == 0:
             assert got == realized  # back to flat: exactly the cash flows

@@ -27,8 +27,9 @@ division that may not terminate (1@1 + 2@2, then sell 1: a share of 5/3). It is 
 left open is the old one minus exactly the share taken, so nothing leaks: for every sequence of fills,
 ``sum(-signed_qty * price * contract_size) + qty * mark * contract_size == realized_pnl + unrealized_pnl``
 at that mark, exactly. Realized P&L is the exact cash flow of the closed quantity whenever the share
-terminates, and always once the position is back to flat; the zeros a rounded share's 40 digits left
-behind are then dropped (0.00002, not 0.00002000... with 44 decimals: :func:`_own_scale`).
+terminates, and always once the position is back to flat. It never carries trailing zeros past 1E-20
+(a rounded share's 40 digits leave them once the value is exact again: 0.00002, not 0.00002000...
+with 44 decimals; :func:`_own_scale`).
 
 **Duplicates.** A position has no memory of trade ids: the caller applies each fill once, after
 recording it under its ``(account_id, trade_id)`` key (see ``brokerlink.domain.orders.OrderState``).
@@ -51,7 +52,7 @@ _ONE = Decimal(1)
 
 # Same contract as in brokerlink.domain.orders: products and sums never round, and refusing beats rounding.
 _RESIDUE_EXPONENT = -20
-"""Trailing zeros past 1E-20 in a realized P&L that is exact are a rounded cost share's leftovers (see _own_scale)."""
+"""Realized P&L carries no trailing zeros past 1E-20 (:func:`_own_scale`)."""
 _EXACT = Context(prec=200, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 
 AVERAGE_PRICE_CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
@@ -100,22 +101,20 @@ def _closed_share(cost_basis: Decimal, closed: Decimal, held: Decimal) -> Decima
 
 
 def _own_scale(value: Decimal) -> Decimal:
-    """``value`` without the trailing zeros a rounded cost share left past 1E-20, once it is exact again.
+    """``value`` without trailing zeros past 1E-20: what a rounded cost share leaves behind.
 
-    A rounded share has 40 significant digits; when the rest of the basis is realized the sum is
-    exact, but its exponent stays the share's (0.00002 as ``0.0000200...0`` with 44 decimals). Only
-    a value with more than 20 decimals is looked at, and it loses its trailing zeros only when what
-    is left has 20 or fewer: one that still needs digits past 1E-20 is returned as it is, and one
-    with 20 or fewer decimals (1.50) is not touched.
+    A rounded share has 40 significant digits; once the rest of the basis is realized the sum is
+    exact again, but its exponent stays the share's (0.00002 as ``0.0000200...0`` with 44 decimals,
+    into the API and the store). A value with 20 decimals or fewer keeps its scale (1.50 stays).
     """
     exponent = value.as_tuple().exponent
     if not isinstance(exponent, int) or exponent >= _RESIDUE_EXPONENT:
         return value
     trimmed = value.normalize(_EXACT)
     trimmed_exponent = trimmed.as_tuple().exponent
-    if not isinstance(trimmed_exponent, int) or trimmed_exponent < _RESIDUE_EXPONENT:
-        return value
-    return trimmed.quantize(_ONE, context=_EXACT) if trimmed_exponent > 0 else trimmed
+    if isinstance(trimmed_exponent, int) and trimmed_exponent > 0:  # normalize writes 100 as 1E+2
+        return trimmed.quantize(_ONE, context=_EXACT)
+    return trimmed
 
 
 def apply_fill(held: Holding, fill: Fill, *, contract_size: Decimal = _ONE) -> Holding:
@@ -150,11 +149,8 @@ def apply_fill(held: Holding, fill: Fill, *, contract_size: Decimal = _ONE) -> H
             # Reducing, closing or flipping: the closed part realizes against its share of the cost basis.
             direction = _sign(qty)
             closed = min(abs(qty), fill.qty)
-            whole = closed == abs(qty)
-            share = cost if whole else _closed_share(cost, closed, abs(qty))
-            realized += (closed * direction * price - share) * contract_size
-            if whole:  # the whole cost basis is realized: exact again, whatever earlier shares rounded
-                realized = _own_scale(realized)
+            share = cost if closed == abs(qty) else _closed_share(cost, closed, abs(qty))
+            realized = _own_scale(realized + (closed * direction * price - share) * contract_size)
             if new_qty == 0:
                 new_avg, new_cost = _ZERO, _ZERO
             elif _sign(new_qty) == direction:
