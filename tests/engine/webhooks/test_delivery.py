@@ -4,6 +4,8 @@ Each runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -259,3 +261,40 @@ async def test_security30_private_targets_are_refused_unless_allow_listed(world:
         assert await allowed.check_url(url) == url
     with pytest.raises(InvalidInput):  # the allow-list admits hosts, not credentials in URLs
         await allowed.check_url("http://user:pw@10.0.0.5/hook")
+
+
+async def test_stopping_mid_attempt_waits_for_every_attempt_to_unwind(
+    world: World, receiver: tuple[Receiver, str]
+) -> None:
+    """A stop (run_due cancelled) returns only once every attempt in flight has finished unwinding:
+    with ``gather`` it returned at the first, and the second closed its session after the database
+    was disposed, which hung the event loop's close for good."""
+    app, url = receiver
+    service = world.service()
+    alice, account = await add_user_with_account(world.database, "alice")
+    _, app.secret = await _endpoint(service, world, alice, url)
+    await _publish_and_take(world, service, _fill(account, "T-1"))
+    await _publish_and_take(world, service, _fill(account, "T-2"))
+    entered: list[int] = []
+    unwound: list[int] = []
+
+    async def stuck(*_: object, **__: object) -> None:
+        n = len(entered)
+        entered.append(n)
+        try:
+            await asyncio.Event().wait()  # never answers
+        finally:
+            await asyncio.sleep(0.01 if n == 0 else 0.2)  # unwinding takes a while (a session's close)
+            unwound.append(n)
+
+    service.sender.attempt = stuck  # type: ignore[method-assign]
+    running = asyncio.create_task(service.run_due())
+    for _ in range(200):  # bounded: 10 s
+        if len(entered) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(entered) == 2, "both attempts in flight"
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    assert sorted(unwound) == [0, 1]

@@ -260,7 +260,13 @@ class WebhookService:
                 except Exception:  # noqa: BLE001 - its lease runs out and it is tried again; logged
                     _log.exception("webhook_attempt_failed", delivery_id=delivery.id)
 
-        await asyncio.gather(*(one(d) for d in claimed))
+        # A task group, not gather: cancelled (the service stopping), it waits for every attempt to
+        # finish unwinding, where gather returns at the first cancelled one and leaves the others
+        # running past stop() - closing their database sessions after the database was disposed,
+        # which never finishes (a test's event loop then hung at close).
+        async with asyncio.TaskGroup() as group:
+            for delivery in claimed:
+                group.create_task(one(delivery))
         return len(claimed)
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
