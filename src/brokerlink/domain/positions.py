@@ -50,9 +50,9 @@ from brokerlink.kit.errors import InvalidInput
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
-# Same contract as in brokerlink.domain.orders: products and sums never round, and refusing beats rounding.
 _RESIDUE_EXPONENT = -20
 """Realized P&L carries no trailing zeros past 1E-20 (:func:`_own_scale`)."""
+# Same contract as in brokerlink.domain.orders: products and sums never round, and refusing beats rounding.
 _EXACT = Context(prec=200, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 
 AVERAGE_PRICE_CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])

@@ -78,8 +78,6 @@ RSA_MAX_BITS = 4096
 # JWK members that only a private (or symmetric) key has (RFC 7518 section 6).
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
-_DEFAULT_WINDOW_S = DEFAULT_MAX_AGE_S + DEFAULT_LEEWAY_S
-_REPLAY_TTL = timedelta(seconds=_DEFAULT_WINDOW_S + 1)
 _MAX_PROOF_CHARS = 8192
 _MAX_JTI_CHARS = 256
 _MAX_TOKEN_CHARS = 8192
@@ -529,7 +527,7 @@ async def verify_proof(
 
     # Scoped by key: a replay is the same key with the same jti, and another client that happens to
     # pick the same jti cannot lock this one out.
-    ttl = _REPLAY_TTL if max_age_s + leeway_s == _DEFAULT_WINDOW_S else timedelta(seconds=max_age_s + leeway_s + 1)
+    ttl = timedelta(seconds=max_age_s + leeway_s + 1)
     if not await replay.first_use(REPLAY_NAMESPACE, f"{jkt}:{claims.jti}", ttl=ttl, now=now):
         raise InvalidDpopProof("jti was already used")
     return DpopProof(jkt=jkt, jti=claims.jti, iat=iat)

@@ -168,13 +168,20 @@ async def test_5xx_is_retried_with_backoff_on_the_clock_with_the_same_id(
     assert [a.status_code for a in attempts] == [503, 500, 204]
 
 
-async def test_pending_deliveries_resume_after_a_restart(world: World, receiver: tuple[Receiver, str]) -> None:
+async def _two_fills_recorded(world: World, service: WebhookService, receiver: tuple[Receiver, str]) -> WebhookEndpoint:
+    """Alice's endpoint at the receiver, with deliveries for two fills recorded and not yet attempted."""
     app, url = receiver
-    first = world.service()
     alice, account = await add_user_with_account(world.database, "alice")
-    endpoint, app.secret = await _endpoint(first, world, alice, url)
-    await _publish_and_take(world, first, _fill(account, "T-1"))
-    await _publish_and_take(world, first, _fill(account, "T-2"))
+    endpoint, app.secret = await _endpoint(service, world, alice, url)
+    await _publish_and_take(world, service, _fill(account, "T-1"))
+    await _publish_and_take(world, service, _fill(account, "T-2"))
+    return endpoint
+
+
+async def test_pending_deliveries_resume_after_a_restart(world: World, receiver: tuple[Receiver, str]) -> None:
+    first = world.service()
+    endpoint = await _two_fills_recorded(world, first, receiver)
+    app, _ = receiver
     async with world.database.session() as session:  # a process claimed one, then died mid-attempt
         deliveries = WebhookDeliveryRepository(session)
         due = await deliveries.due(world.clock.now(), limit=1)
@@ -269,12 +276,8 @@ async def test_stopping_mid_attempt_waits_for_every_attempt_to_unwind(
     """A stop (run_due cancelled) returns only once every attempt in flight has finished unwinding:
     with ``gather`` it returned at the first, and the second closed its session after the database
     was disposed, which hung the event loop's close for good."""
-    app, url = receiver
     service = world.service()
-    alice, account = await add_user_with_account(world.database, "alice")
-    _, app.secret = await _endpoint(service, world, alice, url)
-    await _publish_and_take(world, service, _fill(account, "T-1"))
-    await _publish_and_take(world, service, _fill(account, "T-2"))
+    await _two_fills_recorded(world, service, receiver)
     entered: list[int] = []
     unwound: list[int] = []
 
