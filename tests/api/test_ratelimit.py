@@ -7,15 +7,12 @@ during a test. The same limits across two processes sharing Redis: test_ratelimi
 
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from limits import parse
-from limits.strategies import MovingWindowRateLimiter
 from litestar import Litestar, WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.middleware import DefineMiddleware
@@ -26,13 +23,13 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from brokerlink.api.ratelimit import (
     ORDER_PLACEMENT,
     ROUTE_WEIGHTS,
-    InProcessStorage,
     RateLimiter,
     RateLimitMiddleware,
 )
 from brokerlink.app.factory import create_app
 from brokerlink.config import Settings
 from brokerlink.kit.clock import ManualClock
+from brokerlink.kit.ratelimits import InProcessStorage
 from brokerlink.security.principal import Principal
 from tests.api.support import MARKET_ORDER, PASSWORD, assert_problem, link_account, running, with_csrf
 
@@ -302,26 +299,3 @@ async def test_ratelimit_message_rate_counts_per_connection(settings: Settings) 
         assert await second.allow()
     finally:
         await limiter.close()
-
-
-def test_ratelimit_in_process_storage_starts_no_threads_and_still_limits() -> None:
-    """``limits``' own memory storage starts a timer thread per sweep; ours sweeps in line (InProcessStorage)."""
-    storage = InProcessStorage()
-    strategy = MovingWindowRateLimiter(storage)
-    item = parse("5/second")
-    threads = threading.active_count()
-    allowed = [strategy.hit(item, "user", "u1") for _ in range(7)]
-    assert allowed == [True] * 5 + [False, False]
-    assert threading.active_count() == threads
-    assert strategy.get_window_stats(item, "user", "u1").remaining == 0
-
-
-def test_ratelimit_in_process_storage_drops_expired_entries_on_the_next_sweep() -> None:
-    storage = InProcessStorage(sweep_s=0.0)  # every hit sweeps
-    strategy = MovingWindowRateLimiter(storage)
-    strategy.hit(parse("5/second"), "user", "gone")
-    assert storage.events  # recorded
-    for entry in next(iter(storage.events.values())):
-        entry.expiry = entry.atime = 0.0  # as if recorded long ago
-    strategy.hit(parse("5/second"), "user", "other")
-    assert [events for key, events in storage.events.items() if "gone" in key] == [[]]  # the key's entries went

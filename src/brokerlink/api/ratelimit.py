@@ -15,11 +15,11 @@ else's account id (refused later with 404) spends only their own budget.
 The engine is the ``limits`` library's moving window (no burst at window edges, and a refused
 hit costs nothing, so a client that honours ``Retry-After`` gets through), on memory storage, or on
 Redis when every server process must share the counters. In memory it is ``limits``' synchronous
-storage called directly (:class:`InProcessStorage`): it never blocks, and it is swept in line once a
-second rather than by the library's timer thread (see the class for why). Responses carry ``RateLimit-Limit``,
-``RateLimit-Remaining`` and ``RateLimit-Reset`` (draft-ietf-httpapi-ratelimit-headers, the field
-names of drafts 00 to 06) for the limit closest to exhaustion; a refusal is a 429 problem
-(``rate_limited``) with ``Retry-After``.
+storage called directly (:class:`~brokerlink.kit.ratelimits.InProcessStorage`): it never blocks,
+and it is swept in line once a second rather than by the library's timer thread (that module says
+why). Responses carry ``RateLimit-Limit``, ``RateLimit-Remaining`` and ``RateLimit-Reset``
+(draft-ietf-httpapi-ratelimit-headers, the field names of drafts 00 to 06) for the limit closest to
+exhaustion; a refusal is a 429 problem (``rate_limited``) with ``Retry-After``.
 
 WebSockets: open connections per principal are capped (refused with close code 1008), and
 :class:`MessageRate` counts one connection's incoming messages for the stream code to call.
@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, WindowStats, parse_many
-from limits import storage as sync_storage
 from limits import strategies as sync_strategies
 from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -51,6 +50,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from brokerlink import observe
 from brokerlink.config import Settings
 from brokerlink.kit.errors import RateLimited
+from brokerlink.kit.ratelimits import InProcessStorage
 from brokerlink.logs import get_logger
 from brokerlink.security.principal import Principal
 
@@ -122,30 +122,6 @@ class Verdict:
         if not self.allowed:
             headers["Retry-After"] = str(self.reset_s)
         return headers
-
-
-class InProcessStorage(sync_storage.MemoryStorage):
-    """``limits``' in-process storage, with expired entries dropped in line instead of by a timer thread.
-
-    The library's storage arms a ``threading.Timer`` (a new thread) whenever a hit finds the previous
-    one finished: under load that is up to a hundred thread starts a second, and each start makes
-    the event loop wait for the new thread to get the GIL. Measured on ``bench/auth_overhead.py``:
-    ~150 µs per request, more than the rest of rate limiting together (the asynchronous storage
-    is no better: it hands the same sweep to ``asyncio.to_thread``). Here the first hit after
-    ``sweep_s`` runs the library's own sweep, on the event loop's thread, where every hit runs.
-    """
-
-    def __init__(self, sweep_s: float = 1.0) -> None:
-        super().__init__()
-        self.timer.cancel()  # the constructor armed the first one
-        self.sweep_s = sweep_s
-        self._next_sweep = time.monotonic() + sweep_s
-
-    def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 - the library's private hook (``limits`` is pinned)
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + self.sweep_s
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)

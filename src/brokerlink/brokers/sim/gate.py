@@ -2,7 +2,10 @@
 
 Rate limits are declared as data (:data:`DEFAULT_RATE_LIMITS`) and enforced per API key with the
 ``limits`` library's moving window, the way real venues publish and enforce theirs; every answer
-carries ``X-RateLimit-*`` headers so clients can pace themselves before they are refused.
+carries ``X-RateLimit-*`` headers so clients can pace themselves before they are refused. The counts
+live in :class:`~brokerlink.kit.ratelimits.InProcessStorage` with the synchronous strategy: a hit
+never leaves the event loop's thread (the library's asynchronous memory storage sent a sweep of
+every API key to a thread on most hits).
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter
 
 from brokerlink.brokers.sim.wire import (
     DEFAULT_RECV_WINDOW_MS,
@@ -26,6 +28,7 @@ from brokerlink.brokers.sim.wire import (
     ErrorCode,
     signature_matches,
 )
+from brokerlink.kit.ratelimits import InProcessStorage
 
 
 class WireError(Exception):
@@ -109,7 +112,7 @@ class Gate:
         self.signed = signed
         self.rate_limits = rate_limits
         self._items = [rule.item() for rule in rate_limits]
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = MovingWindowRateLimiter(InProcessStorage())
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._skew_ms = skew_ms
 
@@ -137,12 +140,12 @@ class Gate:
             raise WireError(401, ErrorCode.BAD_SIGNATURE, "signature does not match")
         return key
 
-    async def admit(self, api_key: str) -> RateDecision:
+    def admit(self, api_key: str) -> RateDecision:
         """Count one request for ``api_key`` against every rule; the tightest rule describes the answer."""
         tightest: RateDecision | None = None
         for rule, item in zip(self.rate_limits, self._items, strict=True):
-            allowed = await self._limiter.hit(item, api_key)
-            stats = await self._limiter.get_window_stats(item, api_key)
+            allowed = self._limiter.hit(item, api_key)
+            stats = self._limiter.get_window_stats(item, api_key)
             reset_s = max(0, math.ceil(stats.reset_time - time.time()))
             decision = RateDecision(
                 allowed=allowed,

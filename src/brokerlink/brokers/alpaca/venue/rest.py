@@ -69,7 +69,7 @@ async def enter(request: AnyRequest) -> Entered:
     await venue.faults.delay()
     body = await request.body()
     key_id = request.headers.get(HEADER_KEY_ID, "")
-    decision = await venue.core.gate.admit(key_id or f"ip:{request.client.host if request.client else '?'}")
+    decision = venue.core.gate.admit(key_id or f"ip:{request.client.host if request.client else '?'}")
     headers = _rate_headers(decision.limit, decision.remaining, decision.reset_s)
     request.state.rate_headers = headers
     if not decision.allowed:

@@ -39,7 +39,7 @@ async def enter(request: AnyRequest, account_id: str | None = None) -> OandaCore
     core = core_of(request)
     await core.faults.delay()
     ip = request.client.host if request.client else "?"
-    decision = await core.gate.admit(f"ip:{ip}")
+    decision = core.gate.admit(f"ip:{ip}")
     if not decision.allowed or core.faults.take_rate_limit():
         raise OandaError(429, wire.ErrorBody(error_message="Rate limit violation: too many requests"))
     scheme, _, token = request.headers.get("authorization", "").partition(" ")

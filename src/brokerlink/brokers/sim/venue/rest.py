@@ -46,7 +46,7 @@ async def enter(request: AnyRequest) -> Entered:
     await venue.faults.delay()
     body = await request.body()
     presented = request.headers.get(HEADER_API_KEY) or f"ip:{request.client.host if request.client else '?'}"
-    decision = await venue.gate.admit(presented)
+    decision = venue.gate.admit(presented)
     headers = decision.headers()
     request.state.rate_headers = headers  # the error handler adds them to refusals raised deeper down
     if not decision.allowed:
