@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +67,10 @@ def test_sim_serve_takes_an_order_and_stops_cleanly(tmp_path: Path) -> None:
             assert back["status"] == "filled"
             assert client.get("/api/v1/positions").json()[0]["qty"] == "0.00100"
             assert client.get("/_control/faults").status_code == 200  # test mode mounts the control API
+        # The stream offers no compression on loopback (serve_on_loopback), though the client asks for it.
+        with connect(f"ws://127.0.0.1:{port}/ws", compression="deflate", open_timeout=5) as ws:
+            assert ws.response is not None
+            assert "sec-websocket-extensions" not in ws.response.headers
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, log.read_text()[-2000:]
         assert "sim venue (crypto, seed 7, mode test)" in log.read_text()
