@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +49,10 @@ _log = get_logger("brokerlink.engine.ingest")
 
 ACCOUNT_TOPIC = "account"
 """Event-log and bus topic of everything that happens in a linked account; the key is the account id."""
+
+OBSERVATIONS = "brokerlink.observations"
+"""``session.info`` key: a list of calls recording metrics, for whoever commits the session to make
+after the commit (an attempt rolled back counts nothing). Without it ingest records them at once."""
 
 
 class Outcome(StrEnum):
@@ -105,11 +110,17 @@ async def _ingest_order_event(session: AsyncSession, event: OrderEventType) -> O
         return Outcome.DUPLICATE
     await orders.update(after.order)
     if after.order.status.is_terminal and not state.order.status.is_terminal:  # once per order
-        observe.order_outcome(
-            broker=session.info.get("broker", ""),  # set by BrokerLinks.apply: events name no broker
+        observation = partial(
+            observe.order_outcome,
+            broker=session.info.get("broker", ""),  # set by GroupIngest: events name no broker
             status=after.order.status.value,
             source="copy" if event.client_order_id.startswith(COPY_ID_PREFIX) else "user",
         )
+        pending = session.info.get(OBSERVATIONS)
+        if pending is None:
+            observation()
+        else:
+            pending.append(observation)
     if len(after.fills) > len(state.fills):
         await fills.add_if_new(after.fills[-1])
     return Outcome.APPLIED

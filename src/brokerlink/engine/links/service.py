@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import msgspec
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from brokerlink import observe
 from brokerlink.brokers.backoff import Backoff
@@ -47,7 +46,8 @@ from brokerlink.domain.enums import AccountMode, ConnectionState
 from brokerlink.domain.events import ConnectionChanged, DomainEvent, OrderEvent, OrderFilled, encode_event
 from brokerlink.domain.models import Account, Balance, Instrument, Order, Position
 from brokerlink.engine.audit import Stamp
-from brokerlink.engine.links.ingest import ACCOUNT_TOPIC, Outcome, ingest
+from brokerlink.engine.links.group import AuditHook, GroupIngest
+from brokerlink.engine.links.ingest import ACCOUNT_TOPIC, Outcome
 from brokerlink.engine.links.live import LiveAccount
 from brokerlink.engine.links.recovery import recover, sync_holdings
 from brokerlink.kit.clock import Clock
@@ -61,7 +61,6 @@ from brokerlink.store.repositories.connections import ConnectionRepository
 from brokerlink.store.repositories.instruments import InstrumentRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 
-AuditHook = Callable[[AsyncSession], Awaitable[object]]
 """Records an audit entry in the transaction it is given."""
 
 _log = get_logger("brokerlink.engine.links")
@@ -152,6 +151,9 @@ class BrokerLinks:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # by connection id
         self._rng = random.Random()  # noqa: S311 - retry jitter, not secrecy
         self._stopping = False
+        # On SQLite (one writer at a time) events queued behind a commit share the next transaction.
+        self.ingest = GroupIngest(database, clock)
+        """Stores every event :meth:`apply` is given."""
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -187,6 +189,7 @@ class BrokerLinks:
         self._tasks.clear()
         for live in list(self._live.values()):  # linked, then stopped before its task first ran
             await self._close_live(live)
+        await self.ingest.stop()
 
     async def _close_live(self, live: LiveAccount) -> None:
         """Forget and close a live account whose task never ran: a task cancelled before its first
@@ -529,13 +532,10 @@ class BrokerLinks:
         """Persist one event of ``live``'s account, publish it, and wake whoever waits on its order.
 
         ``audit`` runs in the event's transaction before it commits (a user's cancel request is
-        recorded with the state change it makes)."""
-        async with live.lock, self.database.session() as session:
-            session.info["broker"] = live.broker  # for ingest's order_outcome observation
-            outcome = await ingest(session, event, now=self.clock.now())
-            if audit is not None:
-                await audit(session)
-            await session.commit()
+        recorded with the state change it makes). On SQLite the transaction may be shared with other
+        accounts' events (:mod:`brokerlink.engine.links.group`)."""
+        async with live.lock:
+            outcome = await self.ingest.apply(live.broker, event, audit)
         if outcome in (Outcome.APPLIED, Outcome.UNTRACKED):
             try:
                 await self.bus.publish(ACCOUNT_TOPIC, event.account_id, encode_event(event))
