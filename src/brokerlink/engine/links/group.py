@@ -39,6 +39,7 @@ from brokerlink.store.db import Database
 _log = get_logger("brokerlink.engine.links.group")
 
 AuditHook = Callable[[AsyncSession], Awaitable[object]]
+"""Records an audit entry in the transaction it is given."""
 
 MAX_BATCH = 16
 """Events per shared transaction at most: a batch holds SQLite's write lock while it runs, ~0.3 ms an

@@ -1,8 +1,9 @@
 """Persist one broker event: the order state machine, fills by trade id, positions and balances.
 
 This is the "normalized event → persisted" step of DESIGN.md's data flow. Every adapter event goes
-through :func:`ingest` in its own transaction, together with its event-log record, so what the
-database says and what the log says can never disagree. The caller serializes calls per account
+through :func:`ingest` in a transaction that stores its event-log record too (on SQLite a transaction
+may carry several accounts' events: :mod:`~brokerlink.engine.links.group`), so what the database
+says and what the log says can never disagree. The caller serializes calls per account
 (one writer per account at a time), so a fill and a concurrent cancel request cannot overwrite
 each other's changes to the same order row.
 

@@ -61,8 +61,6 @@ from brokerlink.store.repositories.connections import ConnectionRepository
 from brokerlink.store.repositories.instruments import InstrumentRepository
 from brokerlink.store.repositories.positions import BalanceRepository, PositionRepository
 
-"""Records an audit entry in the transaction it is given."""
-
 _log = get_logger("brokerlink.engine.links")
 
 CREDENTIALS_PURPOSE = "broker_credentials"
